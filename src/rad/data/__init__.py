@@ -1,0 +1,1 @@
+"""Synthetic task generators with exact answers (math word problems, code output prediction)."""

@@ -1,0 +1,1 @@
+"""Decoding: the prefill/decode loop and self-speculative decoding."""

@@ -1,0 +1,1 @@
+"""Evaluation: generation-based accuracy, sandboxed code execution, throughput."""

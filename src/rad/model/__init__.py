@@ -1,0 +1,1 @@
+"""Our own Llama-family model code: config, decoder, cache, checkpoint I/O."""
