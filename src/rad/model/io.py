@@ -1,0 +1,102 @@
+"""Load and save checkpoints in the Hugging Face layout: config.json + safetensors (single or sharded).
+
+Weights are never unpickled: a folder with only `.bin` files is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from rad.errors import RadError
+from rad.model.config import load_config
+from rad.model.llama import CausalLM
+from rad.model.rope import inverse_frequencies
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def resolve_model_dir(name: str | Path) -> Path:
+    """A model folder path; the name `demo` means the model shipped inside the package."""
+    path = DEMO_MODEL_DIR if str(name) == "demo" else Path(name)
+    if not path.exists():
+        raise RadError(f"model folder {path} does not exist")
+    if not path.is_dir():
+        raise RadError(f"{path} is not a folder; point at a Hugging Face model folder")
+    return path
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise RadError(f"unknown dtype '{name}'; choose one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError) as err:
+            raise RadError(f"{index} is malformed ({err}); expected a 'weight_map'") from None
+        missing = [s for s in shards if not (model_dir / s).is_file()]
+        if missing:
+            raise RadError(f"{model_dir} is missing weight shards: {', '.join(missing)}")
+        return [model_dir / s for s in shards]
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+        raise RadError(
+            f"{model_dir} has only pickled weights (.bin/.pt), which rad never loads; "
+            "convert them to safetensors first (e.g. save_pretrained(..., safe_serialization=True))"
+        )
+    raise RadError(f"{model_dir} has no model.safetensors or model.safetensors.index.json")
+
+
+def read_state_dict(model_dir: Path, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+    state = {}
+    for path in _weight_files(model_dir):
+        try:
+            with safe_open(str(path), framework="pt", device=str(device)) as f:
+                for name in f.keys():
+                    state[name] = f.get_tensor(name).to(dtype)
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise RadError(f"cannot read weights from {path}: {err}") from None
+    return state
+
+
+def load_model(name: str | Path, device="cpu", dtype: str | torch.dtype | None = None) -> CausalLM:
+    """Load a checkpoint folder onto `device` in `dtype` (default: float32)."""
+    model_dir = resolve_model_dir(name)
+    config = load_config(model_dir)
+    dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or torch.float32)
+    state = read_state_dict(model_dir, dtype, device)
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    with torch.device("meta"):
+        model = CausalLM(config)
+    expected = {name: p.shape for name, p in model.named_parameters()}
+    _check_weights(model_dir, expected, state)
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.inv_freq = inverse_frequencies(config).to(device)  # buffers were built on the meta device
+    return model.eval()
+
+
+def _check_weights(model_dir: Path, expected: dict, state: dict):
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise RadError(f"{model_dir} is missing weights: {shown}")
+    wrong = [f"{n} is {tuple(state[n].shape)}, config says {tuple(s)}" for n, s in expected.items() if state[n].shape != s]
+    if wrong:
+        raise RadError(f"{model_dir} has weights that do not match its config.json: " + "; ".join(wrong[:3]))
+    unexpected = sorted(n for n in set(state) - set(expected) if not n.endswith("rotary_emb.inv_freq"))
+    if unexpected:
+        raise RadError(f"{model_dir} has weights its config.json does not describe: {', '.join(unexpected[:5])}")

@@ -1,0 +1,175 @@
+"""The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) with explicit positions, a
+preallocated cache and attention skipping.
+
+Parameter names follow the Hugging Face layout (`model.layers.N.self_attn.q_proj.weight`, ...)
+so that a checkpoint's state dict loads as it is and saves back in the same layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rad.errors import RadError
+from rad.model.cache import KVCache
+from rad.model.config import ModelConfig
+from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 and cast back before the scale, as the reference implementation does.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        size, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_proj = nn.Linear(size, inner, bias=bias)
+        self.up_proj = nn.Linear(size, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.window = config.sliding_windows[layer]
+        hidden, q_size, kv_size = config.hidden_size, config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+        self.q_proj = nn.Linear(hidden, q_size, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(hidden, kv_size, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(hidden, kv_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(q_size, hidden, bias=config.o_bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x, positions, rotary, cache: KVCache | None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        cos, sin = rotary
+        q = apply_rotary(q.transpose(1, 2), cos, sin)
+        k = apply_rotary(k.transpose(1, 2), cos, sin)
+        if cache is None:
+            key_positions = positions
+        else:
+            k, v = cache.write(self.layer, k, v, positions)
+            key_positions = cache.slots.expand(batch, -1)
+        mask = self._mask(positions, key_positions)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+    def _mask(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, S) boolean: a query sees keys at its own or earlier positions (within the window)."""
+        q = query_positions[:, None, :, None]
+        k = key_positions[:, None, None, :]
+        visible = k <= q
+        if self.window is not None:
+            visible &= k > q - self.window
+        return visible
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.self_attn = Attention(config, layer)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, positions, rotary, cache, skip_attention: bool) -> torch.Tensor:
+        if not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
+            x = x + self.self_attn(self.input_layernorm(x), positions, rotary, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class CausalLM(nn.Module):
+    """A decoder-only language model over a preallocated cache with explicit positions."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = Decoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(self.config, batch, max_len, self.device, self.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        skip: Collection[int] = (),
+        logit_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for tokens `input_ids` (B, T) at `positions` (B, T).
+
+        With a cache, keys and values are written at slots `positions` and attention reads the
+        cache; the caller keeps `cache.lengths` (see `cache.advance`). `skip` names the layers whose
+        attention sub-layer is skipped (nothing is written to the cache for them). With
+        `logit_index` (B,) only the logits at that index of each row are computed: (B, vocab).
+        """
+        x = self.model.embed_tokens(input_ids)
+        rotary = rotary_tables(self.inv_freq, positions, x.dtype)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, positions, rotary, cache, i in skip)
+        if logit_index is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), logit_index]
+        return self.lm_head(self.model.norm(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are one Parameter, counted once
+
+
+def validate_skip(config: ModelConfig, skip: Collection[int]) -> frozenset[int]:
+    """Check a skip set: indices of attention layers, each once."""
+    skip = list(skip)
+    if len(set(skip)) != len(skip):
+        raise RadError(f"skip set {skip} repeats a layer")
+    for layer in skip:
+        if not 0 <= layer < config.num_layers:
+            raise RadError(f"skip layer {layer} is out of range: the model has layers 0..{config.num_layers - 1}")
+        if config.layer_types[layer] != "attention":
+            raise RadError(f"layer {layer} is a {config.layer_types[layer]} layer, not attention: it cannot be skipped")
+    return frozenset(skip)
