@@ -54,6 +54,17 @@ def test_scan_stable_under_strong_decay():
     assert (final - final_ref).abs().max() <= 1e-4
 
 
+def test_scan_gradients_match_naive_recurrence():
+    """Training backpropagates through the chunked scan: its gradients must be the recurrence's."""
+    inputs = scan_inputs(2, 13, 4, 3, 2, 5)
+    grads = []
+    for scan in (lambda x, dt, A, B, C, s: ssd_scan(x, dt, A, B, C, 4, s), naive_scan):
+        leaves = [v.clone().requires_grad_() for v in inputs]
+        y, final = scan(*leaves)
+        grads.append(torch.autograd.grad(y.sin().sum() + final.cos().sum(), leaves))
+    assert max(max_diff(a, b) for a, b in zip(*grads)) <= 1e-10
+
+
 def make_mixer(heads=4, groups=2, dtype=F64, seed=0, **kw):
     torch.manual_seed(seed)
     m = Mamba2Mixer(hidden_size=24, n_heads=heads, head_dim=6, n_groups=groups, d_state=5, chunk_size=4, **kw)
@@ -96,6 +107,16 @@ def test_init_state_and_step_shapes():
         y, new = m(torch.randn(3, 1, 24, dtype=torch.bfloat16), state)  # T == 1 with a state: the step path
     assert y.shape == (3, 1, 24) and new.conv.shape == state.conv.shape and new.ssm.dtype == torch.float32
     assert not state.ssm.any(), "step must not modify the state it was given"
+
+
+def test_step_compiles_without_graph_breaks():
+    """fullgraph=True fails on any graph break, e.g. a host sync such as .item() or a data-dependent branch."""
+    m = make_mixer(dtype=torch.float32)
+    state, h = m.init_state(2), torch.randn(2, 1, 24)
+    step = torch.compile(m.step, fullgraph=True, backend="eager", dynamic=False)
+    with torch.no_grad():
+        (y, new), (y_ref, new_ref) = step(h, state), m.step(h, state)
+    assert max_diff(y, y_ref) == 0 and max_diff(new.ssm, new_ref.ssm) == 0
 
 
 def bamba_mixer(heads, groups):

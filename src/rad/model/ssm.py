@@ -160,6 +160,7 @@ class Mamba2Mixer(nn.Module):
         decays nor takes input), and the returned conv state holds each row's last conv_kernel real
         inputs, so every row ends exactly as if run alone. Outputs at padded positions are meaningless.
         Returns the outputs (batch, T, hidden) and the state after each row's last real token.
+        A single token with a state and no mask goes through `step`.
         """
         bsz, t, _ = hidden_states.shape
         if state is not None and t == 1 and valid is None:
