@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from rad.errors import RadError
-from rad.model.config import load_config
+from rad.model.config import ModelConfig, load_config
 from rad.model.llama import CausalLM
 from rad.model.rope import inverse_frequencies
 
@@ -70,18 +70,52 @@ def read_state_dict(model_dir: Path, dtype: torch.dtype, device) -> dict[str, to
     return state
 
 
+def read_weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the stored weights, from the safetensors headers alone."""
+    shapes = {}
+    for path in _weight_files(model_dir):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                shapes.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
+        except Exception as err:
+            raise RadError(f"cannot read weights from {path}: {err}") from None
+    return shapes
+
+
+def skeleton(config: ModelConfig) -> CausalLM:
+    """The model with parameters on the meta device: shapes and counts without memory."""
+    with torch.device("meta"):
+        return CausalLM(config)
+
+
+def check_weights(model_dir: Path, model: CausalLM, shapes: dict[str, tuple[int, ...]]):
+    """Raise a RadError naming missing, mis-shaped or unexplained weights."""
+    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    stored = dict(shapes)
+    if model.config.tie_word_embeddings:
+        stored.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(stored))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise RadError(f"{model_dir} is missing weights: {shown}")
+    wrong = [f"{n} is {stored[n]}, config says {s}" for n, s in expected.items() if stored[n] != s]
+    if wrong:
+        raise RadError(f"{model_dir} has weights that do not match its config.json: " + "; ".join(wrong[:3]))
+    unexpected = sorted(n for n in set(stored) - set(expected) if not n.endswith("rotary_emb.inv_freq"))
+    if unexpected:
+        raise RadError(f"{model_dir} has weights its config.json does not describe: {', '.join(unexpected[:5])}")
+
+
 def load_model(name: str | Path, device="cpu", dtype: str | torch.dtype | None = None) -> CausalLM:
     """Load a checkpoint folder onto `device` in `dtype` (default: float32)."""
     model_dir = resolve_model_dir(name)
-    config = load_config(model_dir)
+    model = skeleton(load_config(model_dir))
+    config = model.config
+    check_weights(model_dir, model, read_weight_shapes(model_dir))
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or torch.float32)
     state = read_state_dict(model_dir, dtype, device)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
-    with torch.device("meta"):
-        model = CausalLM(config)
-    expected = {name: p.shape for name, p in model.named_parameters()}
-    _check_weights(model_dir, expected, state)
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
@@ -89,14 +123,27 @@ def load_model(name: str | Path, device="cpu", dtype: str | torch.dtype | None =
     return model.eval()
 
 
-def _check_weights(model_dir: Path, expected: dict, state: dict):
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise RadError(f"{model_dir} is missing weights: {shown}")
-    wrong = [f"{n} is {tuple(state[n].shape)}, config says {tuple(s)}" for n, s in expected.items() if state[n].shape != s]
-    if wrong:
-        raise RadError(f"{model_dir} has weights that do not match its config.json: " + "; ".join(wrong[:3]))
-    unexpected = sorted(n for n in set(state) - set(expected) if not n.endswith("rotary_emb.inv_freq"))
-    if unexpected:
-        raise RadError(f"{model_dir} has weights its config.json does not describe: {', '.join(unexpected[:5])}")
+def describe(name: str | Path) -> dict:
+    """What `rad info` shows, read from config.json and the safetensors headers (no weights loaded)."""
+    model_dir = resolve_model_dir(name)
+    model = skeleton(load_config(model_dir))
+    check_weights(model_dir, model, read_weight_shapes(model_dir))
+    config = model.config
+    return {
+        "path": str(model_dir),
+        "architecture": config.architecture or config.model_type,
+        "model_type": config.model_type,
+        "layers": config.num_layers,
+        "layer_types": config.layer_types,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "heads": config.num_heads,
+        "kv_heads": config.num_kv_heads,
+        "head_dim": config.head_dim,
+        "vocab_size": config.vocab_size,
+        "parameters": model.num_parameters(),
+        "dtype": config.dtype,
+        "tied_embeddings": config.tie_word_embeddings,
+        "rope_theta": config.rope_theta,
+        "rope_scaling": config.rope_scaling,
+    }

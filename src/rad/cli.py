@@ -1,0 +1,101 @@
+"""The `rad` command: one sub-command per stage. It parses, calls the library and prints.
+
+User mistakes (RadError) become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rad.errors import RadError
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1,3,5' -> [1, 3, 5]; an empty string is an empty list."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise RadError(f"{what} must be comma-separated integers like 1,3,5, got '{text}'") from None
+
+
+def cmd_info(args) -> None:
+    from rad.model.io import describe
+
+    info = describe(args.model)
+    if args.json:
+        print(json.dumps(info))
+        return
+    for key, value in info.items():
+        print(f"{key:>18}: {value:,}" if isinstance(value, int) and not isinstance(value, bool) else f"{key:>18}: {value}")
+
+
+def cmd_generate(args) -> None:
+    from rad.decode.generate import generate
+    from rad.decode.sampling import SamplingConfig
+    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.tokenizer import encode_prompt, load_tokenizer
+
+    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    skip = parse_int_list(args.skip, "--skip")
+    model_dir = resolve_model_dir(args.model)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, device=args.device, dtype=args.dtype)
+    prompt = encode_prompt(tokenizer, args.prompt, chat=args.chat)
+    result = generate(model, [prompt], args.max_new_tokens, sampling, skip=skip)
+    tokens = result.tokens[0]
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if args.json:
+        print(json.dumps({
+            "text": text,
+            "tokens": tokens,
+            "prompt_tokens": len(prompt),
+            "new_tokens": len(tokens),
+            "tokens_per_s": result.tokens_per_s,
+            "prefill_s": result.prefill_s,
+            "decode_s": result.decode_s,
+            "skip": sorted(skip),
+        }))
+    else:
+        print(text)
+        print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rad", description="Redundancy-Aware Distillation: Transformer -> hybrid Transformer-SSM")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="describe a checkpoint folder")
+    info.add_argument("model", help="model folder (HF layout) or 'demo'")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.set_defaults(func=cmd_info)
+
+    gen = sub.add_parser("generate", help="generate text from a prompt")
+    gen.add_argument("model", help="model folder (HF layout) or 'demo'")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--skip", default="", help="attention layers to skip, e.g. 1,3,5")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except RadError as err:
+        print(f"rad: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

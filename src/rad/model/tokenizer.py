@@ -1,0 +1,29 @@
+"""The tokenizer and chat template of a checkpoint folder, through transformers (offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rad.errors import RadError
+
+
+def load_tokenizer(model_dir: Path):
+    """The folder's fast tokenizer (`tokenizer.json` + `tokenizer_config.json`), never from the network."""
+    if not (Path(model_dir) / "tokenizer.json").is_file():
+        raise RadError(f"{model_dir} has no tokenizer.json; rad needs the checkpoint's fast tokenizer")
+    from transformers import AutoTokenizer  # imported here: it is slow and only text I/O needs it
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise RadError(f"cannot load the tokenizer in {model_dir}: {err}") from None
+
+
+def encode_prompt(tokenizer, text: str, chat: bool = False) -> list[int]:
+    """Token ids for a prompt; with `chat`, wrapped as one user turn by the folder's chat template."""
+    if chat:
+        if not tokenizer.chat_template:
+            raise RadError("--chat was given but the tokenizer has no chat template")
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+    return tokenizer(text)["input_ids"]

@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny random checkpoints of each supported family, built with transformers
+(the independent reference) and saved to temporary folders once per session."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tiny_models import FAMILIES, save_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """{family name: (folder, transformers model)} for every family in FAMILIES."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {name: save_tiny_model(name, root / name) for name in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tiny_dirs):
+    return tiny_dirs["llama"][0]
