@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dataclasses
+import shutil
 import socket
 import tempfile
 import time
@@ -159,3 +160,15 @@ for connect in (lambda: socket.create_connection(("127.0.0.1", {port}), timeout=
         assert result.status == "passed" and result.stdout == "refused\nrefused\n", result.stderr
         with pytest.raises(BlockingIOError):  # the kernel completes handshakes before accept(): none is queued
             server.accept()
+
+
+def test_missing_bwrap_is_announced_not_silent(tmp_path, monkeypatch):
+    # A PATH that offers unshare (if the machine has it) but not bwrap: detection must fall back and warn.
+    unshare = shutil.which("unshare")
+    if unshare:
+        (tmp_path / "unshare").symlink_to(unshare)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="bwrap"):
+        fallback = detect_isolation.__wrapped__()  # bypass the per-process cache
+    assert fallback.backend == ("unshare" if unshare else "none") and fallback.python_guard
+    assert run_program("print(1)", isolation=fallback).status == "passed"
