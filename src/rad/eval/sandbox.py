@@ -109,12 +109,17 @@ def run_program(code: str, timeout_s: float = 5.0, memory_mb: int = 1024, *, iso
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_many(programs: Iterable[str], workers: int | None = None, **kwargs) -> Iterator[SandboxResult]:
+def run_many(programs: Iterable[str], workers: int | None = None, timeout_s: float = 5.0, memory_mb: int = 1024, *,
+             isolation: Isolation | None = None, max_output_chars: int = 4000) -> Iterator[SandboxResult]:
     """Run programs in parallel (threads that wait on child processes); yields results in input order."""
-    isolation = kwargs.pop("isolation", None) or detect_isolation()  # detect (and warn) once, not per thread
+    isolation = isolation or detect_isolation()  # detect (and warn) once, not in every thread
+
+    def run(code: str) -> SandboxResult:
+        return run_program(code, timeout_s, memory_mb, isolation=isolation, max_output_chars=max_output_chars)
+
     pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
     try:
-        yield from pool.map(lambda code: run_program(code, isolation=isolation, **kwargs), programs)
+        yield from pool.map(run, programs)
     finally:  # a consumer that stops early must not wait for every queued program
         pool.shutdown(cancel_futures=True)
 
