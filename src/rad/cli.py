@@ -62,6 +62,29 @@ def cmd_generate(args) -> None:
         print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
 
 
+def cmd_eval(args) -> None:
+    from rad.eval.accuracy import EvalConfig, evaluate
+    from rad.eval.tasks import check_task_spec
+    from rad.files import atomic_write_jsonl
+    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.tokenizer import load_tokenizer
+
+    config = EvalConfig(task=args.task, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                        max_new_tokens=args.max_new_tokens, skip=parse_int_list(args.skip, "--skip"))
+    check_task_spec(config.task)  # fail before the model loads
+    model_dir = resolve_model_dir(args.model)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, device=args.device, dtype=args.dtype)
+    result = evaluate(model, tokenizer, config)
+    records = result.pop("records")
+    if args.records:
+        atomic_write_jsonl(args.records, records)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['task']}: accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) in {result['seconds']:.1f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rad", description="Redundancy-Aware Distillation: Transformer -> hybrid Transformer-SSM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser("eval", help="generation-based accuracy on a task")
+    ev.add_argument("model", help="model folder (HF layout) or 'demo'")
+    ev.add_argument("--task", required=True, help="math | code | humaneval | gsm8k:PATH.jsonl")
+    ev.add_argument("--n", type=int, default=200, help="number of problems")
+    ev.add_argument("--seed", type=int, default=0, help="which held-out problems (math, code)")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-new-tokens", type=int, default=256)
+    ev.add_argument("--skip", default="", help="evaluate with these attention layers skipped, e.g. 1,3")
+    ev.add_argument("--records", help="write one JSON line per problem to this file")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -1,0 +1,77 @@
+"""Generation-based accuracy: greedy decoding, then exact match of the extracted answer (math, code,
+gsm8k) or pass@1 of the completions run in the sandbox (HumanEval)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from rad.decode.generate import generate
+from rad.eval.tasks import EvalItem, load_task
+from rad.model.llama import CausalLM
+
+# Where a HumanEval completion ends: the model has left the function body (Codex paper's stops).
+HUMANEVAL_STOPS = ("\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    task: str  # math | code | humaneval | gsm8k:PATH
+    n: int = 200
+    seed: int = 0
+    batch_size: int = 16
+    max_new_tokens: int = 256
+    skip: Collection[int] = ()  # evaluate the skip-draft model instead of the full one
+
+
+def complete(model: CausalLM, tokenizer, prompts: Sequence[str], config: EvalConfig, desc: str) -> list[str]:
+    """Greedy completions of text prompts, in batches, with a progress bar."""
+    outputs = []
+    batches = range(0, len(prompts), config.batch_size)
+    for start in tqdm(batches, desc=desc, unit="batch", disable=len(batches) < 2):
+        ids = [tokenizer(p)["input_ids"] for p in prompts[start : start + config.batch_size]]
+        result = generate(model, ids, config.max_new_tokens, skip=config.skip)
+        outputs.extend(tokenizer.decode(tokens, skip_special_tokens=True) for tokens in result.tokens)
+    return outputs
+
+
+def evaluate(model: CausalLM, tokenizer, config: EvalConfig) -> dict:
+    """{"task", "n", "accuracy", "correct", "seconds", "records"}; records hold every item's output."""
+    start = time.perf_counter()
+    if config.task == "humaneval":
+        result = evaluate_humaneval(model, tokenizer, config)
+    else:
+        task = load_task(config.task, config.n, config.seed)
+        outputs = complete(model, tokenizer, [item.prompt for item in task.items], config, f"eval {task.name}")
+        records = [exact_match_record(item, output, task.extract_answer(output)) for item, output in zip(task.items, outputs)]
+        correct = sum(r["correct"] for r in records)
+        result = {"task": task.name, "n": len(records), "accuracy": correct / len(records), "correct": correct, "records": records}
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def exact_match_record(item: EvalItem, output: str, prediction: str | None) -> dict:
+    return {"id": item.id, "prompt": item.prompt, "output": output, "prediction": prediction,
+            "answer": item.answer, "correct": prediction == item.answer}
+
+
+def truncate_completion(text: str) -> str:
+    cut = min((i for i in (text.find(stop) for stop in HUMANEVAL_STOPS) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def evaluate_humaneval(model: CausalLM, tokenizer, config: EvalConfig) -> dict:
+    from rad.eval.humaneval import check_completions, estimate_pass_at_k, load_problems
+
+    problems = load_problems()[: config.n]
+    outputs = complete(model, tokenizer, [p.prompt for p in problems], config, "humaneval")
+    completions = {p.task_id: [truncate_completion(o)] for p, o in zip(problems, outputs)}
+    results = check_completions(problems, completions, progress=len(problems) > 20)
+    records = [{"id": r.task_id, "completion": completions[r.task_id][0], "status": r.status, "correct": r.passed}
+               for r in results]
+    correct = sum(r["correct"] for r in records)
+    return {"task": "humaneval", "n": len(records), "accuracy": correct / len(records), "correct": correct,
+            **estimate_pass_at_k(results, ks=(1,)), "records": records}
