@@ -85,6 +85,33 @@ def cmd_eval(args) -> None:
         print(f"{result['task']}: accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) in {result['seconds']:.1f} s")
 
 
+def cmd_bench(args) -> None:
+    from rad.eval.throughput import BenchConfig, bench_models
+    from rad.files import atomic_write_json
+
+    config = BenchConfig(contexts=parse_int_list(args.contexts, "--contexts"),
+                         batch_sizes=parse_int_list(args.batch_sizes, "--batch-sizes"),
+                         new_tokens=args.new_tokens, reps=args.reps)
+
+    def show(model_index, point):
+        if not args.json:
+            print(f"  [{args.models[model_index]}] context {point['context']:>6}  batch {point['batch']:>3}  decode {point['decode_tokens_per_s']:9.1f} tok/s"
+                  f"  TTFT {point['ttft_s'] * 1000:8.1f} ms  memory {point['memory_bytes'] / 2**20:8.1f} MiB"
+                  f" (state {point['state_bytes'] / 2**20:.1f} MiB)", flush=True)
+
+    result = bench_models(args.models, config, args.device, args.dtype, progress=show)
+    if args.out:
+        atomic_write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result))
+        return
+    for entry in result["models"][1:]:
+        print(f"{entry['model']} vs {result['models'][0]['model']}:")
+        for r in entry["vs_first"]:
+            print(f"  context {r['context']:>6}  batch {r['batch']:>3}  decode speed-up {r['decode_speedup']:.2f}x"
+                  f"  memory ratio {r['memory_ratio']:.2f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rad", description="Redundancy-Aware Distillation: Transformer -> hybrid Transformer-SSM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="decode tokens/s, time to first token and memory, per model, context and batch")
+    bench.add_argument("models", nargs="+", help="model folders (or 'demo'); ratios compare each with the first")
+    bench.add_argument("--contexts", default="256,1024,4096", help="prompt lengths, e.g. 256,1024,4096")
+    bench.add_argument("--batch-sizes", default="1,8")
+    bench.add_argument("--new-tokens", type=int, default=32)
+    bench.add_argument("--reps", type=int, default=3, help="timed repetitions after one warm-up (median reported)")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    bench.add_argument("--out", help="also write the results to this JSON file")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

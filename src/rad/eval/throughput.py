@@ -1,0 +1,107 @@
+"""Decode throughput, time to first token and memory of a model at given contexts and batch sizes.
+
+Each (context, batch) point is measured in one process: a warm-up run, then several repetitions,
+medians reported. Prompts are random token ids (throughput does not depend on their meaning) and
+no stop token ends a row early, so every row decodes exactly `new_tokens` tokens.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rad.decode.generate import generate
+from rad.errors import RadError
+from rad.model.io import load_model
+from rad.model.llama import CausalLM
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    contexts: Sequence[int] = (256, 1024, 4096)
+    batch_sizes: Sequence[int] = (1, 8)
+    new_tokens: int = 32
+    reps: int = 3
+    warmup: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.new_tokens < 2:
+            raise RadError(f"new_tokens must be at least 2 to time decoding, got {self.new_tokens}")
+        if min(self.contexts, default=0) < 1 or min(self.batch_sizes, default=0) < 1 or self.reps < 1:
+            raise RadError("contexts, batch sizes and reps must be positive")
+
+
+def weight_bytes(model: CausalLM) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def state_bytes(model: CausalLM, batch: int, length: int) -> int:
+    """Bytes of the decoding state (KV cache, SSM states) for `batch` rows of `length` tokens."""
+    return model.new_cache(batch, length).memory_bytes()
+
+
+def random_prompts(model: CausalLM, batch: int, context: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.config.vocab_size, (batch, context), generator=generator).tolist()
+
+
+def measure_points(models: Sequence[CausalLM], context: int, batch: int, config: BenchConfig) -> list[dict]:
+    """One point per model, the models taking turns rep by rep (A B A B ...) so that a machine
+    whose speed drifts affects all of them alike."""
+    runs = [[] for _ in models]
+    peaks = [0] * len(models)
+    for rep in range(config.warmup + config.reps):
+        for i, model in enumerate(models):
+            prompts = random_prompts(model, batch, context, config.seed)
+            cuda = model.device.type == "cuda"
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(model.device)
+            result = generate(model, prompts, config.new_tokens, stop_tokens=[])
+            if cuda:
+                peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated(model.device))
+            if rep >= config.warmup:
+                runs[i].append(result)
+    return [summarise(model, context, batch, config, model_runs, peak) for model, model_runs, peak in zip(models, runs, peaks)]
+
+
+def summarise(model: CausalLM, context: int, batch: int, config: BenchConfig, runs, peak: int) -> dict:
+    decode_rates = [batch * (config.new_tokens - 1) / r.decode_s for r in runs]  # the first token comes from prefill
+    point = {
+        "context": context,
+        "batch": batch,
+        "decode_tokens_per_s": statistics.median(decode_rates),
+        "ttft_s": statistics.median(r.prefill_s for r in runs),
+        "weight_bytes": weight_bytes(model),
+        "state_bytes": state_bytes(model, batch, context + config.new_tokens),
+    }
+    point["memory_bytes"] = point["weight_bytes"] + point["state_bytes"]
+    if peak:
+        point["peak_allocated_bytes"] = peak
+    return point
+
+
+def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", dtype="float32", progress=None) -> dict:
+    """Benchmark the models on the same points; ratios compare every model with the first one.
+    `progress(model_index, point)` is called after each point."""
+    models = [load_model(name, device=device, dtype=dtype) for name in model_dirs]
+    entries = [{"model": str(name), "layer_types": m.config.layer_types, "points": []} for name, m in zip(model_dirs, models)]
+    for context in config.contexts:
+        for batch in config.batch_sizes:
+            for i, point in enumerate(measure_points(models, context, batch, config)):
+                entries[i]["points"].append(point)
+                if progress:
+                    progress(i, point)
+    baseline = entries[0]["points"]
+    for entry in entries[1:]:
+        entry["vs_first"] = [
+            {"context": p["context"], "batch": p["batch"],
+             "decode_speedup": p["decode_tokens_per_s"] / b["decode_tokens_per_s"],
+             "memory_ratio": p["memory_bytes"] / b["memory_bytes"],
+             "state_memory_ratio": p["state_bytes"] / b["state_bytes"] if b["state_bytes"] else None}
+            for p, b in zip(entry["points"], baseline)
+        ]
+    return {"device": str(device), "dtype": dtype, "new_tokens": config.new_tokens, "reps": config.reps, "models": entries}
