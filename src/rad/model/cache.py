@@ -1,11 +1,18 @@
-"""Preallocated KV cache with per-row lengths and rollback.
+"""Preallocated cache: KV for attention layers, conv + SSM state for SSM layers; per-row lengths, rollback.
 
 Each row of a batch is left-aligned: row b's token at position p lives in slot p. Rows may hold
 different lengths (prompts of different sizes, or speculative steps that accepted different
 numbers of tokens), so writes go through an index instead of a shared offset, and the attention
 mask (slot <= query position) hides whatever stale entries lie beyond a row's length. That makes
-rollback free: moving a row's length back is all it takes, the next write overwrites the rest.
-Shapes never change during decoding, which keeps the step compilable.
+rollback free for attention: moving a row's length back is all it takes, the next write overwrites the rest.
+
+An SSM state cannot be un-applied, so each SSM layer keeps a ring of `ssm_history` states: slot
+p % ssm_history holds the state after position p, and a row of length L reads slot (L-1) % ssm_history.
+Rollback then stays a move of `lengths`, valid as long as the ring still holds the state after the new
+length's last position (checked, else a RadError). A forward of at most ssm_history tokens records
+every position (a speculative verify block, whose every prefix may be accepted); a longer one (a
+prompt) records only each row's final state. Padded positions write to one extra scratch slot, so
+shapes never depend on data. Shapes never change during decoding, which keeps the step compilable.
 """
 
 from __future__ import annotations
@@ -14,10 +21,15 @@ import torch
 
 from rad.errors import RadError
 from rad.model.config import ModelConfig
+from rad.model.ssm import MambaState
+
+# Enough for speculative decoding with blocks of up to ~30 tokens (draft k, verify k + 1, roll back into both).
+DEFAULT_SSM_HISTORY = 32
 
 
 class KVCache:
-    def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype: torch.dtype):
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype: torch.dtype,
+                 ssm_history: int = DEFAULT_SSM_HISTORY):  # fmt: skip
         shape = (batch, config.num_kv_heads, max_len, config.head_dim)
         self.keys = {i: torch.zeros(shape, device=device, dtype=dtype) for i in config.attention_layers}
         self.values = {i: torch.zeros(shape, device=device, dtype=dtype) for i in config.attention_layers}
@@ -25,6 +37,18 @@ class KVCache:
         self.max_len = max_len
         self.slots = torch.arange(max_len, device=device)
         self._rows = torch.arange(batch, device=device)[:, None]
+        self.ssm_history = ssm_history
+        self.conv, self.ssm = {}, {}
+        if config.ssm_layers:
+            s = config.ssm
+            conv_dim = s.d_inner + 2 * s.n_groups * s.d_state
+            ring = (batch, ssm_history + 1)  # + the scratch slot that padded positions write to
+            ssm_dtype = torch.promote_types(dtype, torch.float32)  # as Mamba2Mixer.init_state
+            for i in config.ssm_layers:
+                self.conv[i] = torch.zeros(*ring, conv_dim, s.conv_kernel, device=device, dtype=dtype)
+                self.ssm[i] = torch.zeros(*ring, s.n_heads, s.head_dim, s.d_state, device=device, dtype=ssm_dtype)
+            # The position whose state each slot holds (-1: none); shared, as every SSM layer records alike.
+            self.ring_positions = torch.full(ring, -1, dtype=torch.long, device=device)
 
     @property
     def batch_size(self) -> int:
@@ -38,6 +62,33 @@ class KVCache:
         v_cache[self._rows, :, positions] = values.transpose(1, 2)
         return k_cache, v_cache
 
+    def ssm_state(self, layer: int) -> MambaState:
+        """Each row's state after its last position (zeros for an empty row)."""
+        slot = ((self.lengths - 1) % self.ssm_history)[:, None]
+        started = (self.lengths > 0).view(-1, 1, 1)
+        conv = self.conv[layer][self._rows, slot][:, 0]
+        ssm = self.ssm[layer][self._rows, slot][:, 0]
+        return MambaState(conv * started, ssm * started[..., None])
+
+    def ssm_record(self, layer: int, states: MambaState, positions: torch.Tensor, valid: torch.Tensor | None):
+        """Store a forward's states (T dim after the batch) for `positions` (B, T).
+
+        With states for every position (T == positions' T) each real one is kept; with one state per row
+        it is the row's final state, and the ring forgets everything older for rows that took tokens
+        (their earlier slots now hold positions of a past history, or none).
+        """
+        if valid is None:
+            valid = torch.ones_like(positions, dtype=torch.bool)
+        if states.ssm.shape[1] != positions.shape[1]:
+            count = valid.sum(dim=1, keepdim=True)
+            positions = positions.gather(1, (count - 1).clamp(min=0))
+            valid = count > 0
+            self.ring_positions.masked_fill_(valid, -1)
+        slot = torch.where(valid, positions % self.ssm_history, self.ssm_history)
+        self.conv[layer][self._rows, slot] = states.conv.to(self.conv[layer].dtype)
+        self.ssm[layer][self._rows, slot] = states.ssm.to(self.ssm[layer].dtype)
+        self.ring_positions[self._rows, slot] = positions
+
     def advance(self, counts: torch.Tensor | int):
         """Record that each row holds `counts` more tokens."""
         self.lengths += counts
@@ -45,10 +96,25 @@ class KVCache:
     def rollback(self, lengths: torch.Tensor | int):
         """Forget every token at or past `lengths` (per row, or one number for all rows)."""
         lengths = torch.as_tensor(lengths, device=self.lengths.device).expand_as(self.lengths)
-        self.lengths.copy_(torch.minimum(self.lengths, lengths))
+        lengths = torch.minimum(self.lengths, lengths)
+        if self.ssm:
+            # One host sync per rollback (not per decode step): a wrong state would be silent otherwise.
+            held = self.ring_positions.gather(1, ((lengths - 1) % self.ssm_history)[:, None])[:, 0]
+            if not bool(((lengths == 0) | (held == lengths - 1)).all()):
+                raise RadError(
+                    f"cannot roll back the SSM state to lengths {lengths.tolist()}: the cache keeps the last "
+                    f"{self.ssm_history} positions of each row (ssm_history); create it with a larger ssm_history"
+                )
+        self.lengths.copy_(lengths)
+
+    def kv_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys.values(), *self.values.values()))
+
+    def ssm_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.conv.values(), *self.ssm.values()))
 
     def memory_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys.values(), *self.values.values()))
+        return self.kv_bytes() + self.ssm_bytes()
 
 
 def check_capacity(cache: KVCache, needed: int):

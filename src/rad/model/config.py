@@ -13,8 +13,32 @@ from pathlib import Path
 from rad.errors import RadError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+# Hybrid folders: transformers' Bamba layout where it can express the model, else rad's own (see bamba.py, io.py).
+HYBRID_MODEL_TYPES = ("bamba", "rad_hybrid")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 LAYER_TYPES = ("attention", "ssm")
+
+
+@dataclass
+class SSMConfig:
+    """Shape of every Mamba2 mixer of a hybrid (one setting for all "ssm" layers, as Bamba has).
+
+    Conversion sizes it from the attention it replaces: n_heads = query heads, head_dim = d_state =
+    attention head_dim, n_groups = n_heads. norm_group_size is the gated RMSNorm's group: d_inner
+    (what transformers' Bamba computes) in every folder rad writes.
+    """
+
+    n_heads: int
+    head_dim: int
+    n_groups: int
+    d_state: int
+    conv_kernel: int = 4
+    chunk_size: int = 256
+    norm_group_size: int | None = None  # None: d_inner
+
+    @property
+    def d_inner(self) -> int:
+        return self.n_heads * self.head_dim
 
 
 @dataclass
@@ -41,6 +65,7 @@ class ModelConfig:
     sliding_windows: list[int | None] = field(default_factory=list)
     # Per layer: "attention" or "ssm" (the latter arrives with conversion).
     layer_types: list[str] = field(default_factory=list)
+    ssm: SSMConfig | None = None  # required when any layer is "ssm"
     bos_token_id: int | None = None
     eos_token_ids: list[int] = field(default_factory=list)
     pad_token_id: int | None = None
@@ -48,18 +73,26 @@ class ModelConfig:
     architecture: str = ""
 
     def __post_init__(self):
+        if isinstance(self.ssm, dict):  # from to_dict() / a rad_hybrid config.json
+            self.ssm = SSMConfig(**self.ssm)
         if not self.layer_types:
             self.layer_types = ["attention"] * self.num_layers
         if not self.sliding_windows:
             self.sliding_windows = [None] * self.num_layers
         if len(self.layer_types) != self.num_layers or any(t not in LAYER_TYPES for t in self.layer_types):
             raise RadError(f"layer_types must list {self.num_layers} entries from {LAYER_TYPES}, got {self.layer_types}")
+        if "ssm" in self.layer_types and self.ssm is None:
+            raise RadError("the config has ssm layers but no SSM settings")
         if self.num_heads % self.num_kv_heads:
             raise RadError(f"num_attention_heads ({self.num_heads}) must be a multiple of num_key_value_heads ({self.num_kv_heads})")
 
     @property
     def attention_layers(self) -> list[int]:
         return [i for i, t in enumerate(self.layer_types) if t == "attention"]
+
+    @property
+    def ssm_layers(self) -> list[int]:
+        return [i for i, t in enumerate(self.layer_types) if t == "ssm"]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +104,7 @@ def _as_list(value) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _rope_settings(raw: dict) -> tuple[float, dict | None]:
+def rope_settings(raw: dict) -> tuple[float, dict | None]:
     """Return (theta, scaling dict or None) from either config layout."""
     params = raw.get("rope_parameters") or {}
     theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
@@ -99,17 +132,25 @@ def _sliding_windows(raw: dict, model_type: str, num_layers: int) -> list[int | 
 def config_from_hf(raw: dict) -> ModelConfig:
     """Build a ModelConfig from the parsed contents of an HF config.json."""
     model_type = raw.get("model_type")
+    if model_type == "bamba":
+        from rad.model.bamba import config_from_bamba
+
+        return config_from_bamba(raw)
+    if model_type == "rad_hybrid":
+        try:
+            return ModelConfig(**raw["rad_config"])
+        except (KeyError, TypeError) as err:
+            raise RadError(f"a rad_hybrid config.json needs a valid 'rad_config' object ({err})") from None
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise RadError(
-            f"unsupported model_type '{model_type}'; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+        supported = SUPPORTED_MODEL_TYPES + HYBRID_MODEL_TYPES
+        raise RadError(f"unsupported model_type '{model_type}'; supported: {', '.join(supported)}")
     if raw.get("hidden_act", "silu") != "silu":
         raise RadError(f"unsupported hidden_act '{raw['hidden_act']}'; only 'silu' is supported")
     try:
         num_heads = raw["num_attention_heads"]
         hidden = raw["hidden_size"]
         num_layers = raw["num_hidden_layers"]
-        theta, scaling = _rope_settings(raw)
+        theta, scaling = rope_settings(raw)
         attention_bias = bool(raw.get("attention_bias", False))
         return ModelConfig(
             model_type=model_type,
@@ -131,7 +172,6 @@ def config_from_hf(raw: dict) -> ModelConfig:
             mlp_bias=bool(raw.get("mlp_bias", False)),
             qk_norm=model_type == "qwen3",
             sliding_windows=_sliding_windows(raw, model_type, num_layers),
-            layer_types=raw.get("rad_layer_types") or [],
             bos_token_id=raw.get("bos_token_id"),
             eos_token_ids=_as_list(raw.get("eos_token_id")),
             pad_token_id=raw.get("pad_token_id"),

@@ -1,17 +1,24 @@
 """Load and save checkpoints in the Hugging Face layout: config.json + safetensors (single or sharded).
 
-Weights are never unpickled: a folder with only `.bin` files is refused.
+Weights are never unpickled: a folder with only `.bin` files is refused. Hybrids are saved as
+transformers' Bamba where it can express them (bamba.py), else with rad's own model_type
+`rad_hybrid`: `{"model_type": "rad_hybrid", "rad_config": <ModelConfig fields>}` and rad's weight names.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rad.errors import RadError
+from rad.model.bamba import bamba_config, bamba_incompatibility, from_bamba_name, to_bamba_name
 from rad.model.config import ModelConfig, load_config
 from rad.model.llama import CausalLM
 from rad.model.rope import inverse_frequencies
@@ -58,25 +65,30 @@ def _weight_files(model_dir: Path) -> list[Path]:
     raise RadError(f"{model_dir} has no model.safetensors or model.safetensors.index.json")
 
 
-def read_state_dict(model_dir: Path, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
-    state = {}
+def _rad_name(config: ModelConfig):
+    """Stored weight name -> rad's parameter name (Bamba folders rename a few modules)."""
+    return from_bamba_name if config.model_type == "bamba" else (lambda name: name)
+
+
+def read_state_dict(model_dir: Path, dtype: torch.dtype, device, config: ModelConfig) -> dict[str, torch.Tensor]:
+    state, rad_name = {}, _rad_name(config)
     for path in _weight_files(model_dir):
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 for name in f.keys():
-                    state[name] = f.get_tensor(name).to(dtype)
+                    state[rad_name(name)] = f.get_tensor(name).to(dtype)
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise RadError(f"cannot read weights from {path}: {err}") from None
     return state
 
 
-def read_weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the stored weights, from the safetensors headers alone."""
-    shapes = {}
+def read_weight_shapes(model_dir: Path, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Names (as rad's parameters) and shapes of the stored weights, from the safetensors headers alone."""
+    shapes, rad_name = {}, _rad_name(config)
     for path in _weight_files(model_dir):
         try:
             with safe_open(str(path), framework="pt") as f:
-                shapes.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
+                shapes.update({rad_name(name): tuple(f.get_slice(name).get_shape()) for name in f.keys()})
         except Exception as err:
             raise RadError(f"cannot read weights from {path}: {err}") from None
     return shapes
@@ -111,9 +123,9 @@ def load_model(name: str | Path, device="cpu", dtype: str | torch.dtype | None =
     model_dir = resolve_model_dir(name)
     model = skeleton(load_config(model_dir))
     config = model.config
-    check_weights(model_dir, model, read_weight_shapes(model_dir))
+    check_weights(model_dir, model, read_weight_shapes(model_dir, config))
     dtype = parse_dtype(dtype) if isinstance(dtype, str) else (dtype or torch.float32)
-    state = read_state_dict(model_dir, dtype, device)
+    state = read_state_dict(model_dir, dtype, device, config)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     model.load_state_dict(state, strict=False, assign=True)
@@ -127,8 +139,8 @@ def describe(name: str | Path) -> dict:
     """What `rad info` shows, read from config.json and the safetensors headers (no weights loaded)."""
     model_dir = resolve_model_dir(name)
     model = skeleton(load_config(model_dir))
-    check_weights(model_dir, model, read_weight_shapes(model_dir))
     config = model.config
+    check_weights(model_dir, model, read_weight_shapes(model_dir, config))
     return {
         "path": str(model_dir),
         "architecture": config.architecture or config.model_type,
@@ -147,3 +159,51 @@ def describe(name: str | Path) -> dict:
         "rope_theta": config.rope_theta,
         "rope_scaling": config.rope_scaling,
     }
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return next(name for name, d in DTYPES.items() if d == dtype)
+
+
+def hybrid_checkpoint(model: CausalLM) -> tuple[dict, dict[str, torch.Tensor]]:
+    """config.json contents and named weights of a hybrid, in Bamba's layout where it can express it."""
+    config, dtype = model.config, _dtype_name(model.dtype)
+    state = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight")
+    if bamba_incompatibility(config) is not None:
+        raw = {"architectures": ["RadHybridForCausalLM"], "model_type": "rad_hybrid",
+               "rad_config": {**config.to_dict(), "dtype": dtype}}  # fmt: skip
+        return raw, state
+    if config.qkv_bias != config.o_bias:  # Bamba's one attention_bias flag covers q, k, v and o
+        for i in config.attention_layers:
+            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                weight = state[f"model.layers.{i}.self_attn.{proj}.weight"]
+                state.setdefault(f"model.layers.{i}.self_attn.{proj}.bias", weight.new_zeros(weight.shape[0]))
+    return bamba_config(config, dtype), {to_bamba_name(name): t for name, t in state.items()}
+
+
+def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: Path | None = None) -> str:
+    """Write a hybrid's config.json and model.safetensors (plus the non-weight files of `copy_from`,
+    e.g. the tokenizer) into the new folder `out_dir`, atomically. Returns the model_type written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise RadError(f"{out_dir} already exists and is not an empty folder; choose a new --out")
+    raw, state = hybrid_checkpoint(model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if copy_from is not None:
+            for path in copy_from.iterdir():
+                weights = path.suffix in (".safetensors", ".bin", ".pt") or path.name.startswith("model.safetensors")
+                if path.is_file() and not weights and path.name != "config.json":
+                    shutil.copy2(path, tmp / path.name)
+        (tmp / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return raw["model_type"]

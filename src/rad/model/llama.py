@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rad.errors import RadError
-from rad.model.cache import KVCache
+from rad.model.cache import DEFAULT_SSM_HISTORY, KVCache
 from rad.model.config import ModelConfig
+from rad.model.hybrid import SSMMixer
 from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
 
 
@@ -93,13 +94,19 @@ class Attention(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.self_attn = Attention(config, layer)
+        self.is_ssm = config.layer_types[layer] == "ssm"
+        if self.is_ssm:
+            self.mamba = SSMMixer(config, layer)
+        else:
+            self.self_attn = Attention(config, layer)
         self.mlp = MLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, positions, rotary, cache, skip_attention: bool) -> torch.Tensor:
-        if not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
+    def forward(self, x, positions, rotary, cache, skip_attention: bool, valid) -> torch.Tensor:
+        if self.is_ssm:
+            x = x + self.mamba.run(self.input_layernorm(x), positions, cache, valid)
+        elif not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
             x = x + self.self_attn(self.input_layernorm(x), positions, rotary, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -132,8 +139,9 @@ class CausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        return KVCache(self.config, batch, max_len, self.device, self.dtype)
+    def new_cache(self, batch: int, max_len: int, ssm_history: int = DEFAULT_SSM_HISTORY) -> KVCache:
+        """A cache for `batch` rows of `max_len` tokens; SSM layers can roll back `ssm_history` positions."""
+        return KVCache(self.config, batch, max_len, self.device, self.dtype, ssm_history)
 
     def forward(
         self,
@@ -142,6 +150,7 @@ class CausalLM(nn.Module):
         cache: KVCache | None = None,
         skip: Collection[int] = (),
         logit_index: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for tokens `input_ids` (B, T) at `positions` (B, T).
 
@@ -149,11 +158,13 @@ class CausalLM(nn.Module):
         cache; the caller keeps `cache.lengths` (see `cache.advance`). `skip` names the layers whose
         attention sub-layer is skipped (nothing is written to the cache for them). With
         `logit_index` (B,) only the logits at that index of each row are computed: (B, vocab).
+        `valid` (B, T) bool marks real tokens when rows are right-padded: SSM layers must not run
+        over padding (attention needs no mask, its padded slots lie beyond each row's length).
         """
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, rotary, cache, i in skip)
+            x = layer(x, positions, rotary, cache, i in skip, valid)
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
         return self.lm_head(self.model.norm(x))

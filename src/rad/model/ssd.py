@@ -88,3 +88,32 @@ def ssd_scan(
 
     y = y.reshape(b, nc * chunk_size, h, p)[:, :t]
     return y, final.reshape(b, h, p, n)
+
+
+def ssd_states(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The state after every position, (batch, T, heads, head_dim, d_state), same inputs as `ssd_scan`.
+
+    S_i = exp(sum_{k<=i} a_k) S_0 + sum_{j<=i} exp(segsum[i, j]) dt_j x_j B_j^T, as one quadratic
+    einsum: meant for short sequences (a speculative verify block, whose every prefix may become the
+    accepted one), not for prefill, where T x state would not fit.
+    """
+    b, t, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    r = h // g
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x, dt, A, B = (v.to(dtype) for v in (x, dt, A, B))
+    a = (dt * A).view(b, t, g, r).permute(0, 2, 3, 1)  # (b, g, r, t)
+    # A leading zero step makes column 0 of the segsum the log-decay from the initial state.
+    decay = torch.exp(segsum(F.pad(a, (1, 0))))  # (b, g, r, t+1, t+1)
+    dt_x = (x * dt[..., None]).view(b, t, g, r, p)
+    states = torch.einsum("bgrij,bjgrp,bjgn->bigrpn", decay[..., 1:, 1:], dt_x, B)
+    if initial_state is not None:
+        init = initial_state.to(dtype).view(b, g, r, p, n)
+        states = states + torch.einsum("bgri,bgrpn->bigrpn", decay[..., 1:, 0], init)
+    return states.reshape(b, t, h, p, n)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rad.model.ssd import ssd_scan
+from rad.model.ssd import ssd_scan, ssd_states
 
 
 class MambaState(NamedTuple):
@@ -152,6 +152,7 @@ class Mamba2Mixer(nn.Module):
         hidden_states: torch.Tensor,
         state: MambaState | None = None,
         valid: torch.Tensor | None = None,
+        per_position: bool = False,
     ) -> tuple[torch.Tensor, MambaState]:
         """Process T tokens in parallel, continuing from `state` (zeros if None).
 
@@ -161,10 +162,16 @@ class Mamba2Mixer(nn.Module):
         inputs, so every row ends exactly as if run alone. Outputs at padded positions are meaningless.
         Returns the outputs (batch, T, hidden) and the state after each row's last real token.
         A single token with a state and no mask goes through `step`.
+
+        per_position: return the state after every position instead, with a T dim after the batch
+        (conv (batch, T, conv_dim, kernel), ssm (batch, T, heads, head_dim, d_state)); a cache that
+        must roll back to any prefix of a short block keeps them. Entries at padded positions are
+        meaningless.
         """
         bsz, t, _ = hidden_states.shape
         if state is not None and t == 1 and valid is None:
-            return self.step(hidden_states, state)
+            out, new = self.step(hidden_states, state)
+            return out, MambaState(new.conv[:, None], new.ssm[:, None]) if per_position else new
         z, xbc, dt = self.in_proj(hidden_states).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
 
         # Causal depthwise conv: left context is the previous conv inputs (zeros at the start).
@@ -191,6 +198,11 @@ class Mamba2Mixer(nn.Module):
         y, ssm_state = self._scan(x, dt, B, C, state.ssm if state is not None else None)
         y = y + self.D[:, None] * x
         out = self.out_proj(self.norm(y.flatten(-2), z).to(hidden_states.dtype))
+        if per_position:
+            # The conv window ending at position i is inputs[..., i+1 : i+1+kernel].
+            conv_state = inputs.unfold(-1, self.conv_kernel, 1)[:, :, 1:].transpose(1, 2)
+            A = -torch.exp(self.A_log.float())
+            ssm_state = ssd_states(x, dt, A, B, state.ssm if state is not None else None)
         ssm_dtype = state.ssm.dtype if state is not None else ssm_state.dtype
         return out, MambaState(conv_state.to(prev.dtype), ssm_state.to(ssm_dtype))
 

@@ -1,0 +1,133 @@
+"""Attention -> SSM conversion: the chosen attention sub-layers become Mamba2 mixers (MLPs, norms,
+embeddings and the other layers are copied), with one of two initialisations:
+
+- `rad` (the RAD paper's): out_proj <- o_proj, in_proj <- 0. Then z = x = B = C = dt = 0, the scan
+  output is 0, the gated norm of 0 is 0 and the mixer outputs exactly 0: the hybrid computes exactly
+  what the diagnosed draft (the source with those attention layers skipped) computes.
+- `kqvo` (Mamba-in-the-Llama's): x <- v_proj, B <- k_proj (rows repeated from each key/value head to
+  the query heads sharing it, as GQA does), C <- q_proj, out_proj <- o_proj; z, dt, A, D fresh. The conv
+  starts as the identity on x, B, C (last tap 1, others and bias 0): a random conv would mix each token's
+  q/k/v with its neighbours', so the mixer would start further from the attention it replaces; with the
+  identity it starts as gated, decaying linear attention over silu(q), silu(k), silu(v).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from rad.errors import RadError
+from rad.model.bamba import bamba_incompatibility
+from rad.model.config import ModelConfig
+from rad.model.hybrid import SSMMixer, ssm_config_for
+from rad.model.llama import Attention, CausalLM
+from rad.model.io import load_config, load_model, resolve_model_dir, save_hybrid
+
+INITS = ("rad", "kqvo")
+
+
+def check_layers(config: ModelConfig, layers) -> list[int]:
+    layers = list(layers)
+    if not layers:
+        raise RadError("name at least one layer to convert")
+    if len(set(layers)) != len(layers):
+        raise RadError(f"layer list {layers} repeats a layer")
+    for i in layers:
+        if not 0 <= i < config.num_layers:
+            raise RadError(f"layer {i} is out of range: the model has layers 0..{config.num_layers - 1}")
+        if config.layer_types[i] != "attention":
+            raise RadError(f"layer {i} is already a {config.layer_types[i]} layer")
+    return sorted(layers)
+
+
+def layers_from_diagnosis(path: str | Path, k: int) -> list[int]:
+    """The layers `rad diagnose` found best to replace for k of them.
+
+    Assumed diagnosis.json format (the diagnose stage writes it):
+        {"results": {"<k>": {"best_layers": [1, 3, 5], ...}, ...}, ...}
+    i.e. one entry per searched k, keyed by k as a string, each listing its best layer set.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RadError(f"diagnosis file {path} does not exist")
+    try:
+        results = json.loads(path.read_text())["results"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RadError(f"{path} is not a diagnosis file (expected {{'results': {{'<k>': {{'best_layers': [...]}}}}}}): {err}") from None
+    entry = results.get(str(k)) if isinstance(results, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("best_layers"), list):
+        known = ", ".join(sorted(results, key=lambda key: (len(key), key))) if isinstance(results, dict) else "none"
+        raise RadError(f"{path} has no result for k={k}; it has k = {known}")
+    if len(entry["best_layers"]) != k:
+        raise RadError(f"{path} lists {len(entry['best_layers'])} layers for k={k}")
+    return [int(i) for i in entry["best_layers"]]
+
+
+@torch.no_grad()
+def init_rad(mixer: SSMMixer, attn: Attention) -> None:
+    mixer.in_proj.weight.zero_()
+    mixer.out_proj.weight.copy_(attn.o_proj.weight)
+
+
+@torch.no_grad()
+def init_kqvo(mixer: SSMMixer, attn: Attention) -> None:
+    rep = attn.num_heads // attn.num_kv_heads
+
+    def per_query_head(weight):  # (kv_heads * head_dim, hidden) -> (heads * head_dim, hidden)
+        return weight.unflatten(0, (attn.num_kv_heads, -1)).repeat_interleave(rep, dim=0).flatten(0, 1)
+
+    d, gn = mixer.d_inner, mixer.n_groups * mixer.d_state
+    z, x, B, C, _dt = mixer.in_proj.weight.split([d, d, gn, gn, mixer.n_heads])
+    x.copy_(per_query_head(attn.v_proj.weight))
+    B.copy_(per_query_head(attn.k_proj.weight))
+    C.copy_(attn.q_proj.weight)
+    mixer.out_proj.weight.copy_(attn.o_proj.weight)
+    mixer.conv1d.weight.zero_()
+    mixer.conv1d.weight[:, 0, -1] = 1.0
+    mixer.conv1d.bias.zero_()
+
+
+def dropped_parts(config: ModelConfig, layers: list[int]) -> list[str]:
+    """What the mixers cannot take from the attention layers they replace."""
+    parts = [("q/k/v biases", config.qkv_bias), ("o_proj bias", config.o_bias), ("q_norm/k_norm", config.qk_norm)]
+    return [f"dropped the {what} of layers {layers} (the Mamba2 mixer has none)" for what, present in parts if present]
+
+
+def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0) -> tuple[CausalLM, list[str]]:
+    """The hybrid of `model` with the attention of `layers` replaced by initialised Mamba2 mixers,
+    and notes on what was dropped. Fresh mixer parameters come from `seed` (the global RNG is untouched)."""
+    if init not in INITS:
+        raise RadError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
+    config = model.config
+    layers = check_layers(config, layers)
+    types = ["ssm" if i in layers else t for i, t in enumerate(config.layer_types)]
+    hybrid_config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device(model.device):
+            hybrid = CausalLM(hybrid_config).to(model.dtype)
+    replaced = tuple(f"model.layers.{i}.self_attn." for i in layers)
+    kept = {name: t for name, t in model.state_dict().items() if not name.startswith(replaced)}
+    missing, unexpected = hybrid.load_state_dict(kept, strict=False)
+    assert not unexpected and all(".mamba." in name for name in missing), (missing, unexpected)
+    for i in layers:
+        mixer, attn = hybrid.model.layers[i].mamba, model.model.layers[i].self_attn
+        (init_rad if init == "rad" else init_kqvo)(mixer, attn)
+    return hybrid.eval(), dropped_parts(config, layers)
+
+
+def convert_folder(model_dir, out_dir, layers, init: str = "rad", seed: int = 0) -> dict:
+    """Convert a checkpoint folder into a hybrid folder (weights kept in the source's dtype)."""
+    model_dir = resolve_model_dir(model_dir)
+    dtype = load_config(model_dir).dtype
+    model = load_model(model_dir, dtype=dtype if dtype in ("float32", "bfloat16", "float16") else "float32")
+    hybrid, notes = convert(model, layers, init, seed)
+    reason = bamba_incompatibility(hybrid.config)
+    if reason:
+        notes.append(f"saved with rad's own model_type 'rad_hybrid', which transformers cannot load, not as Bamba: {reason}")
+    model_type = save_hybrid(hybrid, out_dir, copy_from=model_dir)
+    return {"out": str(out_dir), "model_type": model_type, "layers": hybrid.config.ssm_layers, "init": init,
+            "layer_types": hybrid.config.layer_types, "notes": notes}  # fmt: skip
