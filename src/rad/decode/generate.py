@@ -56,6 +56,18 @@ def pad_prompts(prompts: Sequence[Sequence[int]], device, pad_id: int = 0):
     return ids, lengths
 
 
+def prefill(model: CausalLM, ids: torch.Tensor, lengths: torch.Tensor, capacity: int, skip: Collection[int] = ()):
+    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of `capacity` slots per row.
+
+    Returns the cache, holding each row's prompt, and the logits (B, vocab) at each row's last prompt token.
+    """
+    cache = model.new_cache(ids.shape[0], capacity)
+    positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+    logits = model(ids, positions, cache, skip, logit_index=lengths - 1, valid=positions < lengths[:, None])
+    cache.advance(lengths)
+    return cache, logits
+
+
 def trim_at_stop(row: list[int], stop_tokens: Collection[int]) -> list[int]:
     for i, token in enumerate(row):
         if token in stop_tokens:
@@ -86,10 +98,7 @@ def generate(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
 
     start = time.perf_counter()
-    cache = model.new_cache(batch, ids.shape[1] + max_new_tokens)
-    positions = torch.arange(ids.shape[1], device=device).expand(batch, -1)
-    logits = model(ids, positions, cache, skip, logit_index=lengths - 1)
-    cache.advance(lengths)
+    cache, logits = prefill(model, ids, lengths, ids.shape[1] + max_new_tokens, skip)
     synchronize(device)
     prefill_end = time.perf_counter()
 

@@ -1,0 +1,193 @@
+"""Self-speculative decoding: the model drafts with the attention of layers S skipped, then verifies.
+
+One step, for every row at once: the draft (the same model, S skipped) proposes up to K tokens after
+the row's pending token, one forward each; the cache goes back to where it was before drafting; the
+full model reads the pending token and all drafts in one forward and accepts a prefix of them
+(rad.decode.verify), then adds its own next token. Greedy output is token for token the plain greedy
+output; sampled output follows the full model's distribution exactly.
+
+Rows are independent: each accepts its own number of tokens and its cache length moves on by that
+much (rows are left-aligned, with per-row positions; see rad.model.cache). A sampled row draws from
+its own uniform streams, indexed by the position of the token it is producing, and adapts its own
+draft length, so a row in a batch yields what it yields alone. Rows that finished (a stop token,
+or max_new_tokens) stop counting; they ride along in the batch, their cache length held still.
+
+The cache is only ever moved through `advance` and `rollback`: a hybrid's SSM state is restored by
+rollback, so it is called before the verify forward even though attention would simply overwrite.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from rad.decode.cost_model import measure_costs
+from rad.decode.draft_policy import AdaptiveExit, DraftPolicy
+from rad.decode.generate import GenerationOutput, generate, pad_prompts, prefill, synchronize, trim_at_stop
+from rad.decode.sampling import SamplingConfig, distribution, draw, row_uniforms, select
+from rad.decode.spec_stats import SpecStats
+from rad.decode.verify import accept_greedy, accept_sampled
+from rad.errors import RadError
+from rad.model.llama import CausalLM, validate_skip
+
+# A sampled row has three uniform streams, indexed by the position of the token being produced:
+# drawing a draft token there, accepting it, and drawing the full model's token there.
+DRAFT, ACCEPT, NEXT = range(3)
+
+
+@dataclass
+class SpeculativeOutput(GenerationOutput):
+    stats: SpecStats | None = None
+    plain: GenerationOutput | None = None  # plain decoding of the same prompts, when measured
+
+
+class _Speculator:
+    """Drafting and verification for one batch: the model, S, the sampler and the rows' uniforms."""
+
+    def __init__(self, model: CausalLM, skip, sampling: SamplingConfig, policy: DraftPolicy, batch: int, span: int):
+        self.model, self.skip, self.sampling = model, skip, sampling
+        device = model.device
+        self.rows = torch.arange(batch, device=device)
+        self.exit = AdaptiveExit(policy, batch, device) if policy.adaptive else None
+        seeds = [sampling.seed + r for r in range(batch)]
+        self.uniforms = None if sampling.greedy else row_uniforms(seeds, 3 * span, device).view(batch, span, 3)
+
+    def uniform(self, index: torch.Tensor, stream: int) -> torch.Tensor:
+        """Each row's uniform of `stream` at token positions `index` ((B,) or (B, n))."""
+        rows = self.rows if index.dim() == 1 else self.rows[:, None]
+        return self.uniforms[rows, index, stream]
+
+    def first_token(self, logits: torch.Tensor) -> torch.Tensor:
+        return select(logits, self.sampling, None if self.uniforms is None else self.uniforms[:, 0, NEXT])
+
+    def draft(self, cache, pending: torch.Tensor, count: torch.Tensor, budget: torch.Tensor):
+        """Draft up to budget[b] tokens per row after `pending`, with S skipped.
+
+        Returns drafts (B, k), their distributions (B, k, V) (None when greedy) and each row's own
+        draft length (B,); k is the longest of them (shorter rows' extra drafts are never accepted).
+        """
+        tokens, probs = [], []
+        lengths = torch.zeros_like(budget)
+        active = budget > 0
+        token = pending
+        while bool(active.any()):
+            logits = self.model(token[:, None], cache.lengths[:, None], cache, self.skip)[:, -1]
+            cache.advance(1)
+            if self.sampling.greedy:
+                token = logits.argmax(-1)
+                q = torch.softmax(logits.float(), -1) if self.exit is not None else None
+            else:
+                q = distribution(logits, self.sampling)
+                token = draw(q, self.uniform(count + len(tokens), DRAFT))
+            tokens.append(token)
+            probs.append(q)
+            lengths += active.long()
+            active &= lengths < budget
+            if self.exit is not None:
+                active &= self.exit.keep_drafting(q)
+        drafts = torch.stack(tokens, 1) if tokens else pending.new_zeros(pending.shape[0], 0)
+        if self.sampling.greedy:
+            return drafts, None, lengths
+        vocab = self.model.config.vocab_size
+        draft_probs = torch.stack(probs, 1) if probs else torch.zeros(len(pending), 0, vocab, device=pending.device)
+        return drafts, draft_probs, lengths
+
+    def verify(self, cache, pending, drafts, draft_probs, draft_lens, count):
+        """One full-model forward over the pending token and the drafts: (accepted (B,), next token (B,))."""
+        sequence = torch.cat([pending[:, None], drafts], 1)
+        offsets = torch.arange(sequence.shape[1], device=sequence.device)
+        logits = self.model(sequence, cache.lengths[:, None] + offsets, cache)
+        cache.advance(sequence.shape[1])
+        if self.sampling.greedy:
+            return accept_greedy(drafts, logits, draft_lens)
+        index = count[:, None] + offsets
+        return accept_sampled(drafts, draft_probs, distribution(logits, self.sampling), draft_lens,
+                              self.uniform(index[:, :-1], ACCEPT), self.uniform(index, NEXT))
+
+
+@torch.inference_mode()
+def speculative_generate(
+    model: CausalLM,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 64,
+    sampling: SamplingConfig = SamplingConfig(),
+    stop_tokens: Collection[int] | None = None,
+    skip: Collection[int] = (),
+    policy: DraftPolicy = DraftPolicy(),
+    measure_plain: bool = False,
+    model_cost: bool = False,
+) -> SpeculativeOutput:
+    """Generate like `generate`, drafting with the attention of layers `skip` skipped.
+
+    The output carries `stats` (SpecStats). With `measure_plain`, plain decoding of the same prompts
+    runs in the same call and `stats.speedup_measured` is the ratio of decode-phase tokens/s; with
+    `model_cost`, `stats.speedup_modeled` comes from the cost model (rad.decode.cost_model).
+    """
+    if max_new_tokens < 1:
+        raise RadError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    skip = validate_skip(model.config, skip)
+    stop_tokens = model.config.eos_token_ids if stop_tokens is None else list(stop_tokens)
+    device = model.device
+    ids, lengths = pad_prompts(prompts, device)
+    batch, draft_len = ids.shape[0], policy.draft_len
+    span = max_new_tokens + draft_len + 1  # token positions a row can write to, drafts past its end included
+    capacity = ids.shape[1] + span
+    speculator = _Speculator(model, skip, sampling, policy, batch, span)
+    stats = SpecStats.empty(draft_len)
+    stops = torch.tensor(stop_tokens, dtype=torch.long, device=device)
+    out = torch.zeros(batch, span, dtype=torch.long, device=device)
+
+    start = time.perf_counter()
+    cache, logits = prefill(model, ids, lengths, capacity)
+    pending = speculator.first_token(logits)  # emitted, but not yet in the cache
+    out[:, 0] = pending
+    count = torch.ones(batch, dtype=torch.long, device=device)  # tokens emitted per row
+    done = torch.isin(pending, stops) | (count >= max_new_tokens)
+    synchronize(device)
+    prefill_end = time.perf_counter()
+
+    while not bool(done.all()):
+        live = ~done
+        # A step emits at most drafts + 1 tokens: never draft past a row's max_new_tokens.
+        budget = torch.where(live, (max_new_tokens - count - 1).clamp(max=draft_len), 0)
+        before = cache.lengths.clone()
+        drafts, draft_probs, draft_lens = speculator.draft(cache, pending, count, budget)
+        cache.rollback(before)
+        accepted, following = speculator.verify(cache, pending, drafts, draft_probs, draft_lens, count)
+        keep = torch.where(live, accepted + 1, 0)  # the pending token and the accepted drafts enter the cache
+        cache.rollback(before + keep)
+        stats.record(accepted, draft_lens, live, drafts.shape[1])
+        if speculator.exit is not None:
+            speculator.exit.update(accepted, draft_lens, live)
+
+        emitted = torch.cat([drafts, following[:, None]], 1).scatter(1, accepted[:, None], following[:, None])
+        valid = torch.arange(emitted.shape[1], device=device) < keep[:, None]
+        index = count[:, None] + torch.arange(emitted.shape[1], device=device)
+        out.scatter_(1, index, torch.where(valid, emitted, out.gather(1, index)))
+        count += keep
+        done |= (torch.isin(emitted, stops) & valid).any(1) | (count >= max_new_tokens)
+        pending = following
+    synchronize(device)
+    end = time.perf_counter()
+
+    stop_set = set(stop_tokens)
+    rows = [trim_at_stop(row[:n], stop_set) for row, n in zip(out.tolist(), count.tolist())]
+    result = SpeculativeOutput(rows, prefill_end - start, end - prefill_end, stats=stats)
+    if measure_plain:
+        result.plain = generate(model, prompts, max_new_tokens, sampling, stop_tokens)
+        stats.speedup_measured = _decode_speedup(result, result.plain)
+    if model_cost and stats.verify_forwards:
+        stats.speedup_modeled = measure_costs(model, batch, capacity, draft_len + 1).speedup(stats, len(skip))
+    return result
+
+
+def _decode_speedup(fast: GenerationOutput, slow: GenerationOutput) -> float | None:
+    """Ratio of decode-phase tokens/s (each row's first token comes from the prefill, the same in both)."""
+    def rate(out: GenerationOutput) -> float:
+        return (out.num_tokens - len(out.tokens)) / out.decode_s if out.decode_s > 0 else 0.0
+
+    slow_rate = rate(slow)
+    return rate(fast) / slow_rate if slow_rate > 0 else None

@@ -1,0 +1,147 @@
+"""Self-speculative decoding against plain decoding (the reference), rows alone, and brute force."""
+
+import random
+
+import pytest
+import torch
+
+from rad.decode.draft_policy import DraftPolicy
+from rad.decode.generate import generate
+from rad.decode.sampling import SamplingConfig
+from rad.decode.speculative import speculative_generate
+from rad.errors import RadError
+from rad.model.io import load_model
+from test_generate import random_prompts
+
+SAMPLED = SamplingConfig(temperature=1.1, top_p=0.9, seed=5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one intra-op thread, and do not stall when the other core is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def llama(llama_dir):
+    return load_model(llama_dir)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3"])
+def test_greedy_equals_plain_greedy_for_random_skip_sets(tiny_dirs, family):
+    """Random S, K (fixed or adaptive), batch sizes, prompt lengths and lengths to generate."""
+    model = load_model(tiny_dirs[family][0])
+    rng = random.Random(family)
+    for trial in range(8):
+        skip = rng.sample(range(4), rng.randint(0, 4))
+        policy = DraftPolicy(draft_len=rng.randint(1, 6), adaptive=rng.random() < 0.3)
+        prompts = random_prompts([rng.randint(1, 40) for _ in range(rng.randint(1, 4))], seed=trial)
+        new = rng.randint(1, 30)
+        plain = generate(model, prompts, new).tokens
+        assert speculative_generate(model, prompts, new, skip=skip, policy=policy).tokens == plain, (skip, policy)
+
+
+def test_batch_rows_accept_their_own_counts_and_equal_rows_alone(llama):
+    prompts = random_prompts([4, 37, 12, 25])
+    batch = speculative_generate(llama, prompts, 28, skip=[1, 3], policy=DraftPolicy(4))
+    alone = [speculative_generate(llama, [p], 28, skip=[1, 3], policy=DraftPolicy(4)) for p in prompts]
+    assert batch.tokens == [out.tokens[0] for out in alone]
+    # Rows accepted different numbers of drafts (else this test would not exercise per-row lengths).
+    assert len({tuple(out.stats.histogram) for out in alone}) > 1
+    assert batch.stats.histogram == [sum(h) for h in zip(*(out.stats.histogram for out in alone))]
+
+
+def test_empty_skip_accepts_every_draft(llama):
+    prompts = random_prompts([9, 21])
+    for sampling in (SamplingConfig(), SAMPLED):
+        stats = speculative_generate(llama, prompts, 30, sampling, policy=DraftPolicy(5)).stats
+        assert stats.drafted > 0 and stats.acceptance_rate == 1.0
+
+
+def test_skipping_every_layer_is_still_exact(llama):
+    prompts = random_prompts([7, 30, 2])
+    out = speculative_generate(llama, prompts, 30, skip=range(4), policy=DraftPolicy(3))
+    assert out.tokens == generate(llama, prompts, 30).tokens
+    assert out.stats.acceptance_rate < 0.5  # the draft is poor, yet the output is the full model's
+
+
+def test_stop_tokens_end_rows_as_in_plain_decoding(llama):
+    prompts = random_prompts([6, 19, 33])
+    free = generate(llama, prompts, 24).tokens
+    stops = [free[0][4], free[1][10]]
+    plain = generate(llama, prompts, 24, stop_tokens=stops).tokens
+    assert len(plain[0]) <= 5 and len(plain[2]) > len(plain[0])  # rows finish at different steps
+    out = speculative_generate(llama, prompts, 24, stop_tokens=stops, skip=[2], policy=DraftPolicy(4))
+    assert out.tokens == plain
+
+
+def test_sampled_batch_rows_equal_rows_alone_with_their_seeds(llama):
+    prompts = random_prompts([5, 23, 11])
+    policy = DraftPolicy(5, adaptive=True)
+    batch = speculative_generate(llama, prompts, 24, SAMPLED, skip=[0, 2], policy=policy).tokens
+    alone = [
+        speculative_generate(llama, [p], 24, SamplingConfig(SAMPLED.temperature, SAMPLED.top_p, SAMPLED.seed + r),
+                             skip=[0, 2], policy=policy).tokens[0]
+        for r, p in enumerate(prompts)
+    ]
+    assert batch == alone
+    other_seed = SamplingConfig(SAMPLED.temperature, SAMPLED.top_p, SAMPLED.seed + 1)
+    assert speculative_generate(llama, prompts, 24, other_seed, skip=[0, 2], policy=policy).tokens != batch
+
+
+def brute_force_histogram(model, prompt, tokens, skip):
+    """K = 1 replayed from scratch: at each step the draft reads the full model's cache of everything
+    before the pending token and proposes one token; it is accepted iff it is the next greedy token."""
+    histogram, i = [0, 0], 1  # tokens[0] comes from the prefill; tokens[i - 1] is pending
+    while i < len(tokens):
+        if i == len(tokens) - 1:  # one token left to emit: nothing is drafted
+            histogram[0] += 1
+            break
+        context = prompt + tokens[: i - 1]
+        cache = model.new_cache(1, len(context) + 1)
+        model(torch.tensor([context]), torch.arange(len(context))[None], cache)
+        cache.advance(len(context))
+        draft = model(torch.tensor([[tokens[i - 1]]]), torch.tensor([[len(context)]]), cache, skip)[0, -1].argmax()
+        accepted = int(draft == tokens[i])
+        histogram[accepted] += 1
+        i += accepted + 1
+    return histogram
+
+
+def test_statistics_match_a_brute_force_replay(llama):
+    prompt = random_prompts([13])[0]
+    for skip in ([1], [0, 3]):
+        out = speculative_generate(llama, [prompt], 40, skip=skip, policy=DraftPolicy(1))
+        with torch.inference_mode():
+            assert out.stats.histogram == brute_force_histogram(llama, prompt, out.tokens[0], skip)
+
+
+def test_statistics_add_up(llama):
+    prompts = random_prompts([8, 26, 3])
+    out = speculative_generate(llama, prompts, 30, skip=[1], policy=DraftPolicy(4), measure_plain=True)
+    stats = out.stats
+    # Every live (row, step) pair emits its accepted drafts plus one token; the first comes from the prefill.
+    assert out.num_tokens == len(prompts) + stats.steps + stats.accepted
+    assert stats.accepted <= stats.drafted <= 4 * stats.steps
+    assert stats.verify_forwards <= stats.steps and stats.draft_forwards <= 4 * stats.verify_forwards
+    assert stats.acceptance_rate == stats.accepted / stats.drafted
+    assert out.plain.tokens == out.tokens and stats.speedup_measured > 0
+    assert speculative_generate(llama, prompts, 30, skip=[1]).stats.speedup_measured is None  # only when asked
+
+
+def test_bad_arguments_are_clear_errors(llama):
+    for kwargs, message in [
+        (dict(skip=[9]), "out of range"),
+        (dict(skip=[-1]), "out of range"),
+        (dict(skip=[1, 1]), "repeats"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+    ]:
+        with pytest.raises(RadError, match=message):
+            speculative_generate(llama, [[1, 2, 3]], **{"max_new_tokens": 4, **kwargs})
+    with pytest.raises(RadError, match="draft length"):
+        DraftPolicy(draft_len=0)
+    with pytest.raises(RadError, match="threshold"):
+        DraftPolicy(adaptive=True, threshold=1.5)
