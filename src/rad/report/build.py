@@ -1,0 +1,45 @@
+"""Build OUT/report.md and OUT/report.html from whichever of a run's artifacts exist."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rad.report import sections
+from rad.report.document import Section, write_report
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    metrics: Path | None = None  # distillation metrics.jsonl
+    evaluation: Path | None = None  # eval.json: {"models": {name: {task: result}}}
+    bench: Path | None = None  # bench.json from rad bench
+    price_per_hour: float = 2.0  # USD per machine-hour, for the cost section
+
+
+def _load(path: Path | None):
+    if path is None or not Path(path).is_file():
+        return None
+    text = Path(path).read_text()
+    if Path(path).suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return json.loads(text)
+
+
+def build_report(out_dir: Path, inputs: ReportInputs, title: str = "rad report") -> tuple[Path, Path]:
+    parts: list[Section] = []
+    metrics = _load(inputs.metrics)
+    if metrics:
+        parts.append(sections.distillation_section(metrics))
+    evaluation = _load(inputs.evaluation)
+    if evaluation:
+        parts.append(sections.accuracy_section(evaluation))
+    bench = _load(inputs.bench)
+    if bench:
+        parts.append(sections.throughput_section(bench))
+        if len(bench["models"]) > 1:
+            parts.append(sections.cost_section(bench, inputs.price_per_hour))
+    if not parts:
+        parts.append(Section("Nothing to report", ["No stage of this run has written its results yet."]))
+    return write_report(Path(out_dir), title, parts)
