@@ -96,15 +96,16 @@ def dropped_parts(config: ModelConfig, layers: list[int]) -> list[str]:
     return [f"dropped the {what} of layers {layers} (the Mamba2 mixer has none)" for what, present in parts if present]
 
 
-def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0) -> tuple[CausalLM, list[str]]:
+def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_size: int = 256) -> tuple[CausalLM, list[str]]:
     """The hybrid of `model` with the attention of `layers` replaced by initialised Mamba2 mixers,
-    and notes on what was dropped. Fresh mixer parameters come from `seed` (the global RNG is untouched)."""
+    and notes on what was dropped. Fresh mixer parameters come from `seed` (the global RNG is untouched);
+    `chunk_size` is the SSD scan's chunk for prefill and training (a model that already has SSM layers keeps its own)."""
     if init not in INITS:
         raise RadError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
     config = model.config
     layers = check_layers(config, layers)
     types = ["ssm" if i in layers else t for i, t in enumerate(config.layer_types)]
-    hybrid_config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config))
+    hybrid_config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config, chunk_size))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with torch.device(model.device):
