@@ -15,6 +15,7 @@ import torch
 
 from rad.decode.sampling import SamplingConfig, row_uniforms, select
 from rad.errors import RadError
+from rad.model.cache import DEFAULT_SSM_HISTORY
 from rad.model.llama import CausalLM, validate_skip
 
 STOP_CHECK_INTERVAL = 8  # steps between host syncs that test "all rows finished"
@@ -56,12 +57,14 @@ def pad_prompts(prompts: Sequence[Sequence[int]], device, pad_id: int = 0):
     return ids, lengths
 
 
-def prefill(model: CausalLM, ids: torch.Tensor, lengths: torch.Tensor, capacity: int, skip: Collection[int] = ()):
-    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of `capacity` slots per row.
+def prefill(model: CausalLM, ids: torch.Tensor, lengths: torch.Tensor, capacity: int, skip: Collection[int] = (),
+            ssm_history: int = DEFAULT_SSM_HISTORY):  # fmt: skip
+    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of `capacity` slots per row
+    (SSM layers able to roll back `ssm_history` positions, see rad.model.cache).
 
     Returns the cache, holding each row's prompt, and the logits (B, vocab) at each row's last prompt token.
     """
-    cache = model.new_cache(ids.shape[0], capacity)
+    cache = model.new_cache(ids.shape[0], capacity, ssm_history)
     positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
     logits = model(ids, positions, cache, skip, logit_index=lengths - 1, valid=positions < lengths[:, None])
     cache.advance(lengths)
@@ -98,7 +101,8 @@ def generate(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
 
     start = time.perf_counter()
-    cache, logits = prefill(model, ids, lengths, ids.shape[1] + max_new_tokens, skip)
+    # Plain decoding never rolls back: one SSM state per layer is all a hybrid needs.
+    cache, logits = prefill(model, ids, lengths, ids.shape[1] + max_new_tokens, skip, ssm_history=1)
     synchronize(device)
     prefill_end = time.perf_counter()
 
