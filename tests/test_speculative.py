@@ -10,6 +10,7 @@ from rad.decode.generate import generate
 from rad.decode.sampling import SamplingConfig
 from rad.decode.speculative import speculative_generate
 from rad.errors import RadError
+from rad.model.convert import convert
 from rad.model.io import load_model
 from test_generate import random_prompts
 
@@ -52,6 +53,17 @@ def test_batch_rows_accept_their_own_counts_and_equal_rows_alone(llama):
     # Rows accepted different numbers of drafts (else this test would not exercise per-row lengths).
     assert len({tuple(out.stats.histogram) for out in alone}) > 1
     assert batch.stats.histogram == [sum(h) for h in zip(*(out.stats.histogram for out in alone))]
+
+
+def test_hybrid_rolls_its_ssm_state_back(llama):
+    """With an SSM layer the draft also advances SSM state; only cache rollback restores it."""
+    hybrid, _ = convert(llama, [1], init="kqvo")
+    prompts = random_prompts([3, 29, 14])
+    plain = generate(hybrid, prompts, 30).tokens
+    for skip, policy in [([0], DraftPolicy(4)), ([2, 3], DraftPolicy(6, adaptive=True)), ([0, 2, 3], DraftPolicy(2))]:
+        assert speculative_generate(hybrid, prompts, 30, skip=skip, policy=policy).tokens == plain
+    with pytest.raises(RadError, match="not attention"):
+        speculative_generate(hybrid, prompts, 4, skip=[1])
 
 
 def test_empty_skip_accepts_every_draft(llama):
