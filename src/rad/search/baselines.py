@@ -1,0 +1,66 @@
+"""Baselines evaluated on the search's own objective, so that the report compares like with like.
+
+- uniform: k layers evenly spread over the eligible ones (the fixed placement of Mamba-in-the-Llama);
+- random: the best of as many distinct random sets as the search had trials;
+- block_influence: the k layers whose attention turns the residual stream least (rad.search.influence);
+- exhaustive: every set, when there are at most EXHAUSTIVE_LIMIT of them: the true optimum.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Mapping, Sequence
+
+from rad.search.objective import CachedObjective
+from rad.search.space import Skip
+
+EXHAUSTIVE_LIMIT = 500
+
+
+def uniform_placement(eligible: Sequence[int], k: int) -> Skip:
+    """Layers at the centres of k equal intervals of the eligible list."""
+    n = len(eligible)
+    return tuple(eligible[int((i + 0.5) * n / k)] for i in range(k))
+
+
+def least_influence(influence: Mapping[int, float], eligible: Sequence[int], k: int) -> Skip:
+    return tuple(sorted(sorted(eligible, key=lambda layer: (influence[layer], layer))[:k]))
+
+
+def random_sets(eligible: Sequence[int], k: int, n: int, seed: int) -> list[Skip]:
+    """`n` distinct uniformly random k-sets (all of them if there are fewer)."""
+    rng, sets = random.Random(seed), []
+    n = min(n, math.comb(len(eligible), k))
+    while len(sets) < n:
+        skip = tuple(sorted(rng.sample(list(eligible), k)))
+        if skip not in sets:
+            sets.append(skip)
+    return sets
+
+
+def best_of(objective: CachedObjective, sets: Sequence[Skip]) -> dict:
+    """The best set among `sets` by the objective (ties: the first), with how many were evaluated."""
+    values = [objective(skip).value for skip in sets]
+    best = max(range(len(sets)), key=lambda i: (values[i], -i))
+    return entry(objective, sets[best]) | {"evaluated": len(sets)}
+
+
+def entry(objective: CachedObjective, skip: Skip) -> dict:
+    result = objective(skip)
+    return {"skip": list(skip), "value": result.value,
+            **{key: result.details.get(key) for key in ("acceptance_rate", "speedup_modeled", "speedup_measured")}}
+
+
+def run_baselines(objective: CachedObjective, eligible: Sequence[int], k: int, n_random: int, seed: int,
+                  influence: Mapping[int, float] | None) -> dict:
+    baselines = {
+        "uniform": entry(objective, uniform_placement(eligible, k)),
+        "random": best_of(objective, random_sets(eligible, k, n_random, seed)),
+    }
+    if influence is not None:
+        baselines["block_influence"] = entry(objective, least_influence(influence, eligible, k))
+    if math.comb(len(eligible), k) <= EXHAUSTIVE_LIMIT:
+        baselines["exhaustive"] = best_of(objective, list(itertools.combinations(eligible, k)))
+    return baselines

@@ -1,0 +1,150 @@
+"""The diagnose stage: for each k, search the k most redundant attention layers, compare with the
+baselines on the same objective, and write OUT/diagnosis.json (schema: diagnosis.schema.json),
+OUT/diagnosis.png and the Optuna study (OUT/study.db unless a storage URL is given)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rad.errors import RadError
+from rad.files import atomic_write_json
+from rad.search.analysis import describe_sources, redundancy
+from rad.search.baselines import run_baselines
+from rad.search.bayes import SAMPLERS, run_search
+from rad.search.influence import block_influence
+from rad.search.objective import CachedObjective
+from rad.search.prompts import load_prompts
+from rad.search.space import check_k, eligible_layers
+from rad.search.speedup import SpeedupConfig, SpeedupObjective
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class DiagnoseConfig:
+    model: str
+    out: str
+    ks: list[int]
+    trials: int = 50
+    prompts: list[str] = field(default_factory=lambda: ["task:math"])
+    n_prompts: int = 4
+    max_new_tokens: int = 24
+    draft_len: int = 4
+    objective: str = "modeled"
+    sampler: str = "gp"
+    seed: int = 0
+    exclude_first: bool = False
+    exclude_last: bool = False
+    resume: bool = False
+    storage: str | None = None  # an Optuna storage URL; default: sqlite in `out`
+    device: str = "cpu"
+    dtype: str = "float32"
+    progress: bool = True
+
+    def check(self) -> None:
+        """Mistakes that need no model: fail before the slow part starts."""
+        if not self.ks:
+            raise RadError("--k needs at least one value, e.g. --k 2 or --k 2,4")
+        if self.trials < 1:
+            raise RadError(f"--trials must be at least 1, got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise RadError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
+        SpeedupConfig(self.objective, self.max_new_tokens, self.draft_len)
+        check_writable(Path(self.out))
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RadError(f"cannot create the output folder {out}: {err.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RadError(f"the output folder {out} is not writable")
+
+
+def hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url  # installed with optuna
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def diagnose(config: DiagnoseConfig) -> dict:
+    """Run the stage and write its files; return the diagnosis (what diagnosis.json holds)."""
+    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.tokenizer import load_tokenizer
+
+    config.check()
+    start = time.perf_counter()
+    model_dir = resolve_model_dir(config.model)
+    tokenizer = load_tokenizer(model_dir)
+    sources = {spec: [tokenizer(text)["input_ids"] for text in load_prompts(spec, config.n_prompts, config.seed)]
+               for spec in config.prompts}
+    model = load_model(model_dir, device=config.device, dtype=config.dtype)
+    model_config = model.config
+    eligible = eligible_layers(model_config.attention_layers, model_config.num_layers,
+                               config.exclude_first, config.exclude_last)
+    for k in config.ks:
+        check_k(k, eligible)
+    speedup = SpeedupObjective(model, sources, SpeedupConfig(config.objective, config.max_new_tokens, config.draft_len))
+    objective = CachedObjective(speedup)
+    influence = block_influence(model, [p for prompts in sources.values() for p in prompts])
+    storage = config.storage or f"sqlite:///{Path(config.out).resolve() / 'study.db'}"
+    # What must match for a resumed study's values to be comparable with new ones.
+    settings = {"model": str(model_dir.resolve()), "prompts": config.prompts, "n_prompts": config.n_prompts,
+                "max_new_tokens": config.max_new_tokens, "draft_len": config.draft_len,
+                "objective": config.objective, "seed": config.seed}
+    results = {str(k): diagnose_k(k, config, eligible, objective, speedup, influence, storage, settings)
+               for k in config.ks}
+    diagnosis = {
+        "version": SCHEMA_VERSION,
+        "model": str(model_dir),
+        "num_layers": model_config.num_layers,
+        "attention_layers": model_config.attention_layers,
+        "eligible_layers": eligible,
+        "config": asdict(config) | {"storage": hide_password(storage)},
+        "block_influence": {str(l): v for l, v in influence.items()},
+        "results": results,
+        "seconds": time.perf_counter() - start,
+    }
+    out = Path(config.out)
+    atomic_write_json(out / "diagnosis.json", diagnosis)
+    from rad.search.plot import plot_diagnosis
+
+    plot_diagnosis(diagnosis, out / "diagnosis.png")
+    return diagnosis
+
+
+def diagnose_k(k, config: DiagnoseConfig, eligible, objective: CachedObjective, speedup: SpeedupObjective,
+               influence, storage, settings) -> dict:
+    start = time.perf_counter()
+    search = run_search(objective, eligible, k, config.trials, sampler=config.sampler, seed=config.seed,
+                        storage=storage, study_name=f"k{k}", settings=settings, resume=config.resume,
+                        progress=config.progress)
+    baselines = run_baselines(objective, eligible, k, len(search.trials), config.seed, influence)
+    best = search.best
+    if "exhaustive" in baselines:
+        optimum = baselines["exhaustive"]["value"]
+        baselines["exhaustive"]["regret"] = optimum - best.value
+        baselines["exhaustive"]["search_found_it"] = best.value >= optimum
+    # The best set once more, now also timed against plain decoding: the measured speed-up a user would see.
+    confirmed = speedup(best.skip, measure=True).details
+    evaluated = objective.evaluated(k)
+    key = f"speedup_{config.objective}"
+    return {
+        "best_layers": list(best.skip),
+        "value": best.value,
+        "acceptance_rate": confirmed["acceptance_rate"],
+        "mean_accepted": confirmed["mean_accepted"],
+        "speedup_modeled": confirmed["speedup_modeled"],
+        "speedup_measured": confirmed["speedup_measured"],
+        "best_trial": best.number,
+        "trials": [t.to_dict() for t in search.trials],
+        "baselines": baselines,
+        "redundancy": {str(l): v for l, v in redundancy(evaluated, eligible).items()},
+        "evaluated_sets": len(evaluated),
+        "sources": describe_sources(evaluated, key),
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,23 @@
+"""The short table `rad diagnose` prints: per k, the best set and the baselines on the same objective."""
+
+from __future__ import annotations
+
+
+def format_table(diagnosis: dict) -> str:
+    mode = diagnosis["config"]["objective"]
+    lines = [f"{'k':>3}  {'method':<16}{'layers':<20}{'speed-up (' + mode + ')':>22}{'acceptance':>12}"]
+    for k, result in diagnosis["results"].items():
+        rows = [("search", result["best_layers"], result["value"], result["acceptance_rate"])]
+        rows += [(name, b["skip"], b["value"], b["acceptance_rate"])
+                 for name, b in result["baselines"].items()]
+        for name, layers, value, acceptance in rows:
+            lines.append(f"{k:>3}  {name:<16}{','.join(map(str, layers)):<20}{value:>22.3f}{acceptance:>12.2f}")
+        trials, found = len(result["trials"]), result["baselines"].get("exhaustive", {}).get("regret")
+        note = f"     {trials} trials, {result['evaluated_sets']} sets evaluated"
+        if found is not None:
+            note += f", regret vs exhaustive {found:.4f}"
+        measured = result["speedup_measured"]
+        if measured is not None:
+            note += f", best set measured {measured:.2f}x"
+        lines.append(note)
+    return "\n".join(lines)

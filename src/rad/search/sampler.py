@@ -1,0 +1,87 @@
+"""An Optuna sampler for skip sets: any base sampler proposes z, top-k turns it into a set of k layers,
+and the trial records that set's vertex of the cube (z_l = 1 for the chosen layers, 0 elsewhere).
+
+Why vertices: every z with the same top-k set has the same objective, so letting the GP fit the raw z
+teaches it about regions that do not exist; on vertices it learns how each layer's membership moves
+the objective (an additive-plus-interactions model on the Boolean cube), which is what the search needs.
+Why de-duplication: a proposal whose set was already tried (by this run, an earlier run or another
+worker) would waste a trial, so it moves to the untried set with the largest total z instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from rad.search.space import Skip, top_k
+
+
+def param_name(layer: int) -> str:
+    return f"z{layer}"
+
+
+def vertex(skip: Skip, layers: Sequence[int]) -> dict[str, float]:
+    return {param_name(layer): float(layer in skip) for layer in layers}
+
+
+def best_untried(z: dict[int, float], k: int, tried: set[Skip]) -> Skip:
+    """The untried k-set with the largest sum of z (the top-k set itself if untried).
+
+    Best-first search from the top-k set over single swaps visits sets in decreasing z-sum, because
+    any set is reachable from the top-k set by swaps that never raise the sum above the start.
+    """
+    start = top_k(z, k)
+    heap, seen = [(-sum(z[l] for l in start), start)], {start}
+    while heap:
+        _, skip = heapq.heappop(heap)
+        if skip not in tried:
+            return skip
+        for out in skip:
+            for into in z:
+                if into in skip:
+                    continue
+                swapped = tuple(sorted((set(skip) - {out}) | {into}))
+                if swapped not in seen:
+                    seen.add(swapped)
+                    heapq.heappush(heap, (-sum(z[l] for l in swapped), swapped))
+    return start  # every set has been tried: repeat the proposal (the objective cache answers it)
+
+
+class TopKSampler(optuna.samplers.BaseSampler):
+    """Wraps `base` (GP, TPE or None for random); z lives on [0, 1] per eligible layer."""
+
+    def __init__(self, base: optuna.samplers.BaseSampler | None, layers: Sequence[int], k: int, seed: int):
+        self.base, self.layers, self.k = base, list(layers), k
+        self.space = {param_name(l): FloatDistribution(0.0, 1.0) for l in self.layers}
+        self.rng = np.random.RandomState(seed)
+        self.proposals: dict[int, dict[int, float]] = {}  # trial number -> the z the base proposed
+
+    def infer_relative_search_space(self, study, trial):
+        return self.space  # fixed, so that even the first trial is sampled here as a whole vector
+
+    def sample_relative(self, study, trial, search_space):
+        proposal = self.base.sample_relative(study, trial, search_space) if self.base else {}
+        if not proposal:  # start-up trials (or random search): a uniform z, i.e. a uniform random set
+            proposal = {name: float(self.rng.rand()) for name in search_space}
+        z = {int(name[1:]): value for name, value in proposal.items()}
+        self.proposals[trial.number] = z
+        tried = {top_k({int(n[1:]): v for n, v in t.params.items()}, self.k)
+                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.number != trial.number and len(t.params) == len(self.layers)}
+        return vertex(best_untried(z, self.k, tried), self.layers)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        raise AssertionError("every z is sampled as a whole vector in sample_relative")
+
+    def before_trial(self, study, trial):
+        if self.base:
+            self.base.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        if self.base:
+            self.base.after_trial(study, trial, state, values)
