@@ -62,6 +62,25 @@ def cmd_generate(args) -> None:
         print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
 
 
+def cmd_diagnose(args) -> None:
+    from rad.search.diagnose import DiagnoseConfig, diagnose
+    from rad.search.report import format_table
+
+    config = DiagnoseConfig(
+        model=args.model, out=args.out, ks=parse_int_list(args.k, "--k"), trials=args.trials,
+        prompts=args.prompts or ["task:math"], n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
+        draft_len=args.draft_len, objective=args.objective, sampler=args.sampler, seed=args.seed,
+        exclude_first=args.exclude_first, exclude_last=args.exclude_last, resume=args.resume,
+        storage=args.storage, device=args.device, dtype=args.dtype, progress=not args.json,
+    )
+    diagnosis = diagnose(config)
+    if args.json:
+        print(json.dumps(diagnosis))
+    else:
+        print(format_table(diagnosis))
+        print(f"wrote {args.out}/diagnosis.json and {args.out}/diagnosis.png")
+
+
 def cmd_eval(args) -> None:
     from rad.eval.accuracy import EvalConfig, evaluate
     from rad.eval.tasks import check_task_spec
@@ -134,6 +153,29 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(func=cmd_generate)
+
+    diag = sub.add_parser("diagnose", help="find the redundant attention layers (Bayesian search over skip sets)")
+    diag.add_argument("model", help="model folder (HF layout) or 'demo'")
+    diag.add_argument("--k", required=True, help="how many attention layers to skip; several: 2,4,6")
+    diag.add_argument("--trials", type=int, default=50, help="trials per k (a resumed study counts its old ones)")
+    diag.add_argument("--prompts", action="append", metavar="SOURCE",
+                      help="task:math | task:code | jsonl:PATH | text:PATH; repeat for several (default task:math)")
+    diag.add_argument("--n-prompts", type=int, default=4, help="prompts per source")
+    diag.add_argument("--max-new-tokens", type=int, default=24, help="tokens decoded per prompt and evaluation")
+    diag.add_argument("--draft-len", type=int, default=4, help="draft tokens per speculative step")
+    diag.add_argument("--objective", default="modeled", choices=["modeled", "measured"],
+                      help="modeled: acceptance x timed cost model (repeatable); measured: wall clock")
+    diag.add_argument("--sampler", default="gp", choices=["gp", "tpe", "random"])
+    diag.add_argument("--seed", type=int, default=0)
+    diag.add_argument("--exclude-first", action="store_true", help="never skip layer 0")
+    diag.add_argument("--exclude-last", action="store_true", help="never skip the last layer")
+    diag.add_argument("--resume", action="store_true", help="continue the study already in --out (or --storage)")
+    diag.add_argument("--storage", help="Optuna storage URL shared by several workers (default: sqlite in --out)")
+    diag.add_argument("--out", required=True, help="folder for diagnosis.json, diagnosis.png and study.db")
+    diag.add_argument("--device", default="cpu")
+    diag.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    diag.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+    diag.set_defaults(func=cmd_diagnose)
 
     ev = sub.add_parser("eval", help="generation-based accuracy on a task")
     ev.add_argument("model", help="model folder (HF layout) or 'demo'")
