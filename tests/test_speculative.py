@@ -1,5 +1,6 @@
 """Self-speculative decoding against plain decoding (the reference), rows alone, and brute force."""
 
+import json
 import random
 
 import pytest
@@ -12,6 +13,7 @@ from rad.decode.speculative import speculative_generate
 from rad.errors import RadError
 from rad.model.convert import convert
 from rad.model.io import load_model
+from test_cli import run_cli
 from test_generate import random_prompts
 
 SAMPLED = SamplingConfig(temperature=1.1, top_p=0.9, seed=5)
@@ -157,3 +159,25 @@ def test_bad_arguments_are_clear_errors(llama):
         DraftPolicy(draft_len=0)
     with pytest.raises(RadError, match="threshold"):
         DraftPolicy(adaptive=True, threshold=1.5)
+
+
+def test_cli_speculative_json(capsys, llama_dir):
+    base = ["generate", str(llama_dir), "--prompt", "w1 w2 w3", "--max-new-tokens", "10", "--json"]
+    plain = json.loads(run_cli(capsys, *base)[1])
+    for extra in (["--draft-len", "3"], ["--adaptive"]):
+        code, out, _ = run_cli(capsys, *base, "--speculative", "--skip", "1,3", *extra)
+        result = json.loads(out)
+        assert code == 0 and result["tokens"] == plain["tokens"] and result["skip"] == [1, 3]
+        assert 0 <= result["acceptance_rate"] <= 1 and result["mean_accepted"] >= 0
+        assert result["speedup_measured"] > 0 and result["speedup_modeled"] > 0
+        assert sum(result["accepted_histogram"]) >= result["verify_forwards"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--draft-len", "2"], "--speculative"),
+    (["--speculative", "--draft-len", "0"], "draft length"),
+    (["--speculative", "--skip", "1,1"], "repeats"),
+])
+def test_cli_bad_speculative_arguments(capsys, llama_dir, args, message):
+    code, out, err = run_cli(capsys, "generate", str(llama_dir), "--prompt", "w1", *args)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1

@@ -43,7 +43,18 @@ def cmd_generate(args) -> None:
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, device=args.device, dtype=args.dtype)
     prompt = encode_prompt(tokenizer, args.prompt, chat=args.chat)
-    result = generate(model, [prompt], args.max_new_tokens, sampling, skip=skip)
+    if args.speculative:
+        from rad.decode.draft_policy import ADAPTIVE_DRAFT_LEN, DraftPolicy
+        from rad.decode.speculative import speculative_generate
+
+        policy = DraftPolicy(ADAPTIVE_DRAFT_LEN, adaptive=True) if args.adaptive else DraftPolicy(4 if args.draft_len is None else args.draft_len)
+        result = speculative_generate(model, [prompt], args.max_new_tokens, sampling, skip=skip, policy=policy,
+                                      measure_plain=True, model_cost=True)
+        stats = result.stats.to_dict()
+    elif args.draft_len is not None or args.adaptive:
+        raise RadError("--draft-len and --adaptive apply to --speculative decoding only")
+    else:
+        result, stats = generate(model, [prompt], args.max_new_tokens, sampling, skip=skip), {}
     tokens = result.tokens[0]
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     if args.json:
@@ -56,10 +67,15 @@ def cmd_generate(args) -> None:
             "prefill_s": result.prefill_s,
             "decode_s": result.decode_s,
             "skip": sorted(skip),
+            **stats,
         }))
     else:
         print(text)
         print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+        if stats:
+            print(f"[acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted']:.2f} drafts accepted per step, "
+                  f"speed-up {stats['speedup_measured'] or 0:.2f}x measured, {stats['speedup_modeled'] or 0:.2f}x modeled]",
+                  file=sys.stderr)
 
 
 def cmd_diagnose(args) -> None:
@@ -144,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("model", help="model folder (HF layout) or 'demo'")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--skip", default="", help="attention layers to skip, e.g. 1,3,5")
+    gen.add_argument("--skip", default="", help="attention layers to skip, e.g. 1,3,5 (with --speculative: in the draft only)")
+    gen.add_argument("--speculative", action="store_true",
+                     help="self-speculative decoding: the model with --skip drafts, the full model verifies (same output)")
+    draft_len = gen.add_mutually_exclusive_group()
+    draft_len.add_argument("--draft-len", type=int, help="tokens drafted per step (default 4)")
+    draft_len.add_argument("--adaptive", action="store_true", help="draft until the draft's confidence drops (Draft & Verify)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)

@@ -16,6 +16,9 @@ import torch
 from rad.errors import RadError
 
 
+ADAPTIVE_DRAFT_LEN = 8  # the cap on drafts per step that the CLI's --adaptive uses
+
+
 @dataclass(frozen=True)
 class DraftPolicy:
     draft_len: int = 4  # K: the most tokens drafted per step (the cap under `adaptive`)

@@ -141,7 +141,8 @@ def speculative_generate(
     out = torch.zeros(batch, span, dtype=torch.long, device=device)
 
     start = time.perf_counter()
-    cache, logits = prefill(model, ids, lengths, capacity)
+    # A hybrid's SSM layers must roll back over a draft (k positions) and a verification (k + 1).
+    cache, logits = prefill(model, ids, lengths, capacity, ssm_history=draft_len + 2)
     pending = speculator.first_token(logits)  # emitted, but not yet in the cache
     out[:, 0] = pending
     count = torch.ones(batch, dtype=torch.long, device=device)  # tokens emitted per row
