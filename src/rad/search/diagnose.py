@@ -73,21 +73,22 @@ def hide_password(url: str) -> str:
 
 def diagnose(config: DiagnoseConfig) -> dict:
     """Run the stage and write its files; return the diagnosis (what diagnosis.json holds)."""
+    from rad.model.config import load_config
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
 
     config.check()
     start = time.perf_counter()
     model_dir = resolve_model_dir(config.model)
-    tokenizer = load_tokenizer(model_dir)
-    sources = {spec: [tokenizer(text)["input_ids"] for text in load_prompts(spec, config.n_prompts, config.seed)]
-               for spec in config.prompts}
-    model = load_model(model_dir, device=config.device, dtype=config.dtype)
-    model_config = model.config
+    model_config = load_config(model_dir)  # enough to check k before the weights load
     eligible = eligible_layers(model_config.attention_layers, model_config.num_layers,
                                config.exclude_first, config.exclude_last)
     for k in config.ks:
         check_k(k, eligible)
+    tokenizer = load_tokenizer(model_dir)
+    sources = {spec: [tokenizer(text)["input_ids"] for text in load_prompts(spec, config.n_prompts, config.seed)]
+               for spec in config.prompts}
+    model = load_model(model_dir, device=config.device, dtype=config.dtype)
     speedup = SpeedupObjective(model, sources, SpeedupConfig(config.objective, config.max_new_tokens, config.draft_len))
     objective = CachedObjective(speedup)
     influence = block_influence(model, [p for prompts in sources.values() for p in prompts])
