@@ -147,6 +147,23 @@ def cmd_bench(args) -> None:
                   f"  memory ratio {r['memory_ratio']:.2f}")
 
 
+def cmd_convert(args) -> None:
+    from rad.model.convert import convert_folder, layers_from_diagnosis
+
+    if (args.layers is None) == (args.diagnosis is None):
+        raise RadError("give either --layers 1,3,5 or --diagnosis DIR/diagnosis.json --k K")
+    if args.diagnosis is not None and args.k is None:
+        raise RadError("--diagnosis needs --k: how many attention layers to replace")
+    layers = parse_int_list(args.layers, "--layers") if args.layers is not None else layers_from_diagnosis(args.diagnosis, args.k)
+    result = convert_folder(args.model, args.out, layers, args.init, args.seed)
+    if args.json:
+        print(json.dumps(result))
+        return
+    for note in result["notes"]:
+        print(f"rad: note: {note}", file=sys.stderr)
+    print(f"wrote {result['out']} ({result['model_type']}): layers {result['layers']} are Mamba2 mixers, {args.init} init")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rad", description="Redundancy-Aware Distillation: Transformer -> hybrid Transformer-SSM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="also write the results to this JSON file")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=cmd_bench)
+
+    conv = sub.add_parser("convert", help="replace attention layers by Mamba2 mixers (a hybrid model folder)")
+    conv.add_argument("model", help="model folder (HF layout) or 'demo'")
+    conv.add_argument("--layers", help="attention layers to replace, e.g. 1,3,5")
+    conv.add_argument("--diagnosis", help="diagnosis.json from `rad diagnose`: replace its best layers for --k")
+    conv.add_argument("--k", type=int, help="with --diagnosis: how many layers to replace")
+    conv.add_argument("--init", default="rad", choices=["rad", "kqvo"],
+                      help="rad: out_proj <- o_proj, in_proj <- 0 (the draft model exactly); kqvo: x,B,C <- v,k,q")
+    conv.add_argument("--seed", type=int, default=0, help="for the freshly initialised mixer parameters")
+    conv.add_argument("--out", required=True, help="new folder for the hybrid")
+    conv.add_argument("--json", action="store_true", help="print one JSON object")
+    conv.set_defaults(func=cmd_convert)
     return parser
 
 

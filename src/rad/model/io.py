@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 import shutil
 import tempfile
 from pathlib import Path
@@ -147,6 +148,7 @@ def describe(name: str | Path) -> dict:
         "model_type": config.model_type,
         "layers": config.num_layers,
         "layer_types": config.layer_types,
+        "ssm": None if config.ssm is None else asdict(config.ssm),
         "hidden_size": config.hidden_size,
         "intermediate_size": config.intermediate_size,
         "heads": config.num_heads,
