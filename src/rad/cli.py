@@ -164,6 +164,46 @@ def cmd_convert(args) -> None:
     print(f"wrote {result['out']} ({result['model_type']}): layers {result['layers']} are Mamba2 mixers, {args.init} init")
 
 
+def cmd_distill(args) -> None:
+    from rad.distill.config import DistillConfig, StageConfig
+    from rad.distill.distill import distill
+
+    config = DistillConfig(
+        student=args.hybrid, teacher=args.teacher, data=args.data, out=args.out,
+        stage1=StageConfig(args.stage1_steps, args.lr, "ssm", args.warmup),
+        stage2=StageConfig(args.stage2_steps, args.stage2_lr, args.stage2_params, args.stage2_warmup),
+        seq_len=args.seq_len, pack=not args.no_pack, assistant_only=args.assistant_only, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, temperature=args.temperature, hidden_weight=args.hidden_weight,
+        ce_weight=args.ce_weight, max_grad_norm=args.max_grad_norm, topk_cache=args.topk_cache, topk=args.topk,
+        save_every=args.save_every, resume=args.resume, seed=args.seed, device=args.device,
+        mixed_precision=args.mixed_precision, tensorboard=args.tensorboard, progress=not args.json,
+    )  # fmt: skip
+    summary = distill(config)
+    if args.json:
+        print(json.dumps(summary))
+    elif summary["final"] is not None:
+        final = summary["final"]
+        print(f"wrote {args.out}: {summary['steps']} steps, final KL {final['kl']:.4f} in {summary['seconds']:.0f} s")
+
+
+def cmd_run(args) -> None:
+    from rad.pipeline import RunConfig, run
+
+    config = RunConfig(model=args.model, k=args.k, out=args.out, teacher=args.teacher, data=args.data,
+                       price_per_hour=args.price_per_hour, trials=args.trials, stage1_steps=args.stage1_steps,
+                       stage2_steps=args.stage2_steps, eval_n=args.eval_n,
+                       contexts=parse_int_list(args.contexts, "--contexts"), device=args.device, seed=args.seed)
+    run(config, log=lambda line: print(line, flush=True))
+
+
+def cmd_demo(args) -> None:
+    from rad.demo import demo_config, summary_table
+    from rad.pipeline import run
+
+    summaries = run(demo_config(args.out), log=lambda line: print(line, flush=True))
+    print(summary_table(summaries))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rad", description="Redundancy-Aware Distillation: Transformer -> hybrid Transformer-SSM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +292,57 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True, help="new folder for the hybrid")
     conv.add_argument("--json", action="store_true", help="print one JSON object")
     conv.set_defaults(func=cmd_convert)
+    dist = sub.add_parser("distill", help="distil a hybrid from its teacher: SSM mixers first, then optionally end to end")
+    dist.add_argument("hybrid", help="hybrid folder from `rad convert` (the student)")
+    dist.add_argument("--teacher", required=True, help="the source model, or another with the same tokenizer")
+    dist.add_argument("--data", required=True, help="task:math | task:code | task:math+code | jsonl:PATH (texts or chat messages)")
+    dist.add_argument("--stage1-steps", type=int, default=200, help="steps training only the SSM mixers")
+    dist.add_argument("--lr", type=float, default=1e-3, help="stage 1 peak learning rate")
+    dist.add_argument("--warmup", type=int, default=20, help="stage 1 warm-up steps (then cosine decay)")
+    dist.add_argument("--stage2-steps", type=int, default=0, help="steps of stage 2 (0: no stage 2)")
+    dist.add_argument("--stage2-lr", type=float, default=1e-4)
+    dist.add_argument("--stage2-warmup", type=int, default=10)
+    dist.add_argument("--stage2-params", default="all", help="all | ssm | name globs, e.g. 'ssm,model.layers.*.mlp.*'")
+    dist.add_argument("--seq-len", type=int, default=256)
+    dist.add_argument("--no-pack", action="store_true", help="one document per row (padded) instead of packed rows")
+    dist.add_argument("--assistant-only", action="store_true", help="loss only on assistant turns / task completions")
+    dist.add_argument("--batch-size", type=int, default=16, help="sequences per optimizer step, over all processes")
+    dist.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    dist.add_argument("--temperature", type=float, default=1.0)
+    dist.add_argument("--hidden-weight", type=float, default=0.0, help="weight of hidden-state alignment at replaced layers")
+    dist.add_argument("--ce-weight", type=float, default=0.0, help="weight of cross-entropy on the data")
+    dist.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (0: off)")
+    dist.add_argument("--topk-cache", help="folder of cached top-k teacher logits, reused across runs")
+    dist.add_argument("--topk", type=int, default=64, help="logits kept per token in the cache")
+    dist.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
+    dist.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    dist.add_argument("--seed", type=int, default=0)
+    dist.add_argument("--device", help="cpu | cuda (default: cuda if available)")
+    dist.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="default: bf16 on GPU, no on CPU")
+    dist.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (pip install 'rad[tensorboard]')")
+    dist.add_argument("--out", required=True, help="folder for the distilled hybrid, metrics.jsonl and checkpoints")
+    dist.add_argument("--json", action="store_true", help="print a JSON summary (no progress bar)")
+    dist.set_defaults(func=cmd_distill)
+
+    run = sub.add_parser("run", help="the whole pipeline: diagnose, convert, distill, eval, bench, report")
+    run.add_argument("model", help="model folder (HF layout) or 'demo'")
+    run.add_argument("--k", type=int, required=True, help="how many attention layers to replace")
+    run.add_argument("--out", required=True, help="run folder; re-running resumes where it stopped")
+    run.add_argument("--teacher", help="distillation teacher (default: the model itself)")
+    run.add_argument("--data", default="task:math+code", help="task:math | task:code | task:math+code | jsonl:PATH")
+    run.add_argument("--price-per-hour", type=float, default=2.0, help="USD per machine-hour, for the cost section")
+    run.add_argument("--trials", type=int, default=30, help="diagnosis search trials")
+    run.add_argument("--stage1-steps", type=int, default=200)
+    run.add_argument("--stage2-steps", type=int, default=0)
+    run.add_argument("--eval-n", type=int, default=200, help="held-out problems per task")
+    run.add_argument("--contexts", default="256,1024,4096", help="benchmark contexts")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="rad run on the shipped demo model, sized for a laptop CPU")
+    demo.add_argument("--out", default="rad-demo", help="run folder (default: ./rad-demo)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,59 @@
+"""What a distillation run is told: the models, the data, the losses and the two stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class StageConfig:
+    """One training stage. `params` says which parameters train (rad.distill.params): stage 1 trains
+    the SSM mixers only ("ssm"); stage 2 everything ("all") or a named subset (name globs)."""
+
+    steps: int
+    lr: float
+    params: str
+    warmup: int = 0  # linear warm-up steps, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+
+
+@dataclass
+class DistillConfig:
+    student: str  # a hybrid folder written by `rad convert`
+    teacher: str  # the model the hybrid came from, or another with the same tokenizer
+    data: str  # task:math | task:code | task:math+code | jsonl:PATH
+    out: str
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=200, lr=1e-3, params="ssm", warmup=20))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=0, lr=1e-4, params="all", warmup=10))
+    seq_len: int = 256
+    pack: bool = True  # concatenate documents and cut rows of seq_len; False: one document per row, padded
+    assistant_only: bool = False  # loss only on assistant turns (chat) / completions (tasks)
+    batch_size: int = 16  # sequences per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1  # micro-batches per optimizer step (per process)
+    temperature: float = 1.0
+    kl_weight: float = 1.0
+    hidden_weight: float = 0.0  # hidden-state alignment at the replaced layers
+    ce_weight: float = 0.0  # cross-entropy on the data
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    topk_cache: str | None = None  # folder of cached top-k teacher logits (reused across runs)
+    topk: int = 64
+    save_every: int = 50  # checkpoint every N optimizer steps (and at the end of each stage)
+    keep_checkpoints: int = 2
+    resume: bool = False
+    seed: int = 0
+    device: str | None = None  # None: cuda if available else cpu
+    mixed_precision: str | None = None  # None: bf16 on GPU, no on CPU
+    tensorboard: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> DistillConfig:
+        raw = dict(raw)
+        for key in ("stage1", "stage2"):
+            if isinstance(raw.get(key), dict):
+                raw[key] = StageConfig(**raw[key])
+        return cls(**raw)

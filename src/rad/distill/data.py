@@ -1,0 +1,153 @@
+"""Training rows for distillation: documents from a task generator or a local jsonl, tokenised with a
+loss mask, then packed (or padded) to a sequence length.
+
+Specs: `task:math`, `task:code`, `task:math+code` (interleaved), `jsonl:PATH` where each line is
+{"text": "..."} or {"messages": [{"role": ..., "content": ...}, ...]} (rendered by the tokenizer's chat
+template). With `assistant_only`, only assistant turns (and task completions) carry loss; the rest is
+context. The row stream is a pure function of (spec, seed, seq_len, pack), so row i is the same in every
+process and after a resume: the data position is just a row index.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rad.data import code, math
+from rad.errors import RadError
+
+TASKS = {"math": math, "code": code}
+TASK_CHUNK = 2000  # problems generated per round; a new round uses a new seed
+
+
+@dataclass
+class Rows:
+    """N rows of seq_len tokens. `loss` marks tokens whose prediction is trained (real, not a document's
+    first token, inside the loss region); `valid` marks real tokens (padding is on the right)."""
+
+    ids: torch.Tensor  # (N, L) int64
+    loss: torch.Tensor  # (N, L) bool
+    valid: torch.Tensor  # (N, L) bool
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def slice(self, start: int, stop: int) -> Rows:
+        return Rows(self.ids[start:stop], self.loss[start:stop], self.valid[start:stop])
+
+
+def check_data_spec(spec: str) -> None:
+    """Fail early (before any model loads) on an unknown task or a missing file."""
+    kind, _, rest = spec.partition(":")
+    if kind == "task":
+        unknown = [name for name in rest.split("+") if name not in TASKS]
+        if unknown or not rest:
+            raise RadError(f"unknown task in '{spec}'; use task:math, task:code or task:math+code")
+    elif kind == "jsonl":
+        if not Path(rest).is_file():
+            raise RadError(f"data file {rest} does not exist")
+    else:
+        raise RadError(f"data spec '{spec}' is not understood; use task:math, task:code, task:math+code or jsonl:PATH")
+
+
+def task_documents(names: list[str], tokenizer, seed: int, assistant_only: bool) -> Iterator[tuple[list[int], list[bool]]]:
+    """Endless prompt + completion + EOS documents (the demo model's training format), tasks interleaved."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for round_ in itertools.count():
+        batches = [TASKS[name].generate(TASK_CHUNK, seed=seed * 1_000_003 + round_, split="train") for name in names]
+        for problems in zip(*batches):
+            for p in problems:
+                prompt = tokenizer(p.prompt)["input_ids"]
+                completion = tokenizer(p.completion, add_special_tokens=False)["input_ids"] + eos
+                yield prompt + completion, [not assistant_only] * len(prompt) + [True] * len(completion)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RadError(f"{path}:{number}: not valid JSON ({err})") from None
+            if not (isinstance(record, dict) and (isinstance(record.get("text"), str) or isinstance(record.get("messages"), list))):
+                raise RadError(f"{path}:{number}: expected {{\"text\": ...}} or {{\"messages\": [...]}}")
+            records.append(record)
+    if not records:
+        raise RadError(f"data file {path} holds no records")
+    return records
+
+
+def chat_document(messages: list[dict], tokenizer, assistant_only: bool) -> tuple[list[int], list[bool]]:
+    """Render with the chat template; a token is in the loss region if its characters lie inside an
+    assistant message's span. Spans come from rendering growing prefixes of the conversation, which
+    works for any template that renders a prefix of the conversation as a prefix of the text."""
+    if not tokenizer.chat_template:
+        raise RadError("the data has chat messages but the tokenizer has no chat template")
+    spans, previous = [], ""
+    for i, message in enumerate(messages):
+        text = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not text.startswith(previous):
+            raise RadError("the chat template does not render a conversation's prefix as a prefix; cannot find assistant turns")
+        if message.get("role") == "assistant":
+            spans.append((len(previous), len(text)))
+        previous = text
+    encoded = tokenizer(previous, add_special_tokens=False, return_offsets_mapping=True)
+    in_assistant = [any(a <= start and end <= b for a, b in spans) for start, end in encoded["offset_mapping"]]
+    return encoded["input_ids"], [m or not assistant_only for m in in_assistant]
+
+
+def jsonl_documents(path: Path, tokenizer, seed: int, assistant_only: bool) -> Iterator[tuple[list[int], list[bool]]]:
+    """The file's documents, reshuffled each epoch (order depends only on seed and epoch)."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    docs = []
+    for record in read_jsonl(path):
+        if "messages" in record:
+            docs.append(chat_document(record["messages"], tokenizer, assistant_only))
+        else:
+            ids = tokenizer(record["text"])["input_ids"] + eos
+            docs.append((ids, [True] * len(ids)))
+    for epoch in itertools.count():
+        order = list(range(len(docs)))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        yield from (docs[i] for i in order)
+
+
+def documents(spec: str, tokenizer, seed: int, assistant_only: bool) -> Iterator[tuple[list[int], list[bool]]]:
+    check_data_spec(spec)
+    kind, _, rest = spec.partition(":")
+    if kind == "task":
+        return task_documents(rest.split("+"), tokenizer, seed, assistant_only)
+    return jsonl_documents(Path(rest), tokenizer, seed, assistant_only)
+
+
+def build_rows(docs: Iterator[tuple[list[int], list[bool]]], n_rows: int, seq_len: int, pack: bool, pad_id: int) -> Rows:
+    """The first `n_rows` rows. Packed: documents concatenated and cut every seq_len tokens (a document
+    may continue on the next row). Unpacked: one document per row, cut at seq_len, padded on the right."""
+    ids = torch.full((n_rows, seq_len), pad_id, dtype=torch.long)
+    loss = torch.zeros(n_rows, seq_len, dtype=torch.bool)
+    valid = torch.zeros(n_rows, seq_len, dtype=torch.bool)
+    row, col = 0, 0
+    for doc_ids, doc_loss in docs:
+        doc_loss = [False] + list(doc_loss[1:])  # nothing predicts a document's first token
+        while doc_ids and row < n_rows:
+            take = min(len(doc_ids), seq_len - col)
+            ids[row, col : col + take] = torch.tensor(doc_ids[:take])
+            loss[row, col : col + take] = torch.tensor(doc_loss[:take])
+            valid[row, col : col + take] = True
+            doc_ids, doc_loss, col = doc_ids[take:], doc_loss[take:], col + take
+            if col == seq_len or not pack:
+                row, col = row + 1, 0
+                if not pack:
+                    break
+        if row >= n_rows:
+            return Rows(ids, loss, valid)
+    raise RadError(f"the data ran out after {row} of {n_rows} rows")  # only a finite iterator gets here

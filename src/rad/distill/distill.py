@@ -1,0 +1,118 @@
+"""`rad distill`: load the hybrid (student) and its teacher, build the rows, train the stages, and
+write the distilled hybrid to OUT in the layout `rad convert` writes (so every rad command loads it).
+
+OUT holds the model folder's files, plus metrics.jsonl, distill.json (settings and final figures) and
+checkpoints/ (for --resume).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from rad.distill.config import DistillConfig
+from rad.distill.data import build_rows, check_data_spec, documents
+from rad.distill.teacher import TopkCache, check_same_tokenizer
+from rad.distill.trainer import Aligned, Capture, Trainer
+from rad.errors import RadError
+from rad.files import atomic_write_json
+from rad.model.config import load_config
+from rad.model.io import load_model, parse_dtype, resolve_model_dir, save_hybrid
+from rad.model.ssm import Mamba2Mixer
+from rad.model.tokenizer import load_tokenizer
+
+# Settings a resumed run must share with the run it continues (grad_accum and the process count
+# may change: they only change how a step's rows are split).
+RESUME_KEYS = ("student", "teacher", "data", "stage1", "stage2", "seq_len", "pack", "assistant_only", "batch_size",
+               "temperature", "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm",
+               "topk_cache", "topk", "seed")
+
+
+def check_config(config: DistillConfig) -> None:
+    """Mistakes worth reporting before any model loads."""
+    check_data_spec(config.data)
+    for name in ("stage1", "stage2"):
+        stage = getattr(config, name)
+        if stage.steps < 0 or stage.lr <= 0 or stage.warmup < 0:
+            raise RadError(f"{name}: steps and warm-up must be ≥ 0 and the learning rate > 0")
+    if config.stage1.steps + config.stage2.steps == 0:
+        raise RadError("nothing to train: give --stage1-steps and/or --stage2-steps")
+    if config.seq_len < 2 or config.batch_size < 1 or config.grad_accum < 1 or config.temperature <= 0:
+        raise RadError("--seq-len must be ≥ 2, --batch-size and --grad-accum ≥ 1, --temperature > 0")
+    if config.save_every < 1 or config.keep_checkpoints < 1:
+        raise RadError("--save-every and --keep-checkpoints must be ≥ 1")
+    checkpoints = Path(config.out) / "checkpoints"
+    if not config.resume and checkpoints.is_dir() and any(checkpoints.iterdir()):
+        raise RadError(f"{checkpoints} holds an earlier run's checkpoints; pass --resume to continue it or choose another --out")
+
+
+def make_accelerator(config: DistillConfig) -> Accelerator:
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = config.mixed_precision or ("bf16" if device.startswith("cuda") else "no")
+    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+
+
+def hidden_alignment(student, teacher) -> Aligned:
+    """Pairs (student mixer, teacher attention) at every SSM layer of the student."""
+    layers = [i for i, layer in enumerate(student.model.layers) if any(isinstance(m, Mamba2Mixer) for m in layer.modules())]
+    if not layers:
+        raise RadError("hidden-state alignment needs SSM layers in the student")
+    if len(teacher.model.layers) != len(student.model.layers) or teacher.config.hidden_size != student.config.hidden_size:
+        raise RadError("hidden-state alignment needs a teacher with the student's layer count and hidden size (the source model)")
+    if any(teacher.config.layer_types[i] != "attention" for i in layers):
+        raise RadError("hidden-state alignment needs attention in the teacher at every replaced layer")
+    mixers = [next(m for m in student.model.layers[i].modules() if isinstance(m, Mamba2Mixer)) for i in layers]
+    return Aligned(Capture(mixers), Capture([teacher.model.layers[i].self_attn for i in layers]))
+
+
+def distill(config: DistillConfig) -> dict:
+    """Run the distillation; returns the summary also written to OUT/distill.json."""
+    check_config(config)
+    started = time.perf_counter()
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    student_dir, teacher_dir = resolve_model_dir(config.student), resolve_model_dir(config.teacher)
+    tokenizer = load_tokenizer(student_dir)
+    teacher_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    # Loaded on the CPU, then moved: safetensors does not know accelerate's device names ("cpu:0").
+    student = load_model(student_dir, dtype=torch.float32).to(accelerator.device).train()
+    teacher = load_model(teacher_dir, dtype=teacher_dtype).to(accelerator.device).requires_grad_(False)
+    check_same_tokenizer(tokenizer, load_tokenizer(teacher_dir), student.config.vocab_size, teacher.config.vocab_size)
+
+    settings = {key: value for key, value in config.to_dict().items() if key in RESUME_KEYS}
+    total_rows = (config.stage1.steps + config.stage2.steps) * config.batch_size
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = build_rows(documents(config.data, tokenizer, config.seed, config.assistant_only), total_rows,
+                      config.seq_len, config.pack, pad_id)
+    aligned = hidden_alignment(student, teacher) if config.hidden_weight > 0 else None
+    cache = None
+    if config.topk_cache:
+        fingerprint = {key: settings[key] for key in ("teacher", "data", "seq_len", "pack", "assistant_only", "seed")}
+        cache = TopkCache(config.topk_cache, {**fingerprint, "teacher": str(teacher_dir.resolve())}, config.topk)
+    records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache).run()
+
+    summary = {"config": config.to_dict(), "steps": config.stage1.steps + config.stage2.steps,
+               "final": records[-1] if records else None, "seconds": time.perf_counter() - started,
+               "processes": accelerator.num_processes}
+    if accelerator.is_main_process:
+        save_student(student, student_dir, Path(config.out))
+        atomic_write_json(Path(config.out) / "distill.json", summary)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def save_student(student, student_dir: Path, out: Path) -> None:
+    """The distilled hybrid in the student folder's layout and dtype, written by rad's own hybrid writer
+    (with the student's tokenizer files) into a fresh folder, then moved file by file into OUT."""
+    tmp = out / ".model-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_hybrid(student.to(parse_dtype(load_config(student_dir).dtype)), tmp, copy_from=student_dir)
+    for path in tmp.iterdir():
+        os.replace(path, out / path.name)
+    tmp.rmdir()

@@ -1,0 +1,202 @@
+"""The training engine (Hugging Face accelerate): one process on CPU or GPU, or many through
+`accelerate launch` / torchrun (DDP), with gradient accumulation, clipping, a cosine schedule with
+warm-up, checkpoints, resume and NaN guarding.
+
+Batches: `batch_size` rows per optimizer step over all processes; process r of W takes its contiguous
+share of the step's rows and cuts it into `grad_accum` micro-batches. Every loss is a sum divided by
+the loss-token count of the whole step (known to every process, since all build the same rows), times W
+because DDP averages gradients over processes. So a step's gradient is the same for any W and
+grad_accum, up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm import tqdm
+
+from rad.distill import checkpoint as ckpt
+from rad.distill.config import DistillConfig, StageConfig
+from rad.distill.data import Rows
+from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
+from rad.distill.metrics import MetricsLog
+from rad.distill.params import freeze_all_but, select_parameters
+from rad.distill.teacher import TopkCache
+from rad.errors import RadError
+
+
+def cosine_with_warmup(stage: StageConfig):
+    """lr factor for step s: linear warm-up to 1, then cosine down to min_lr_ratio at the last step."""
+    def factor(s: int) -> float:
+        if s < stage.warmup:
+            return (s + 1) / stage.warmup
+        progress = (s - stage.warmup) / max(1, stage.steps - stage.warmup)
+        return stage.min_lr_ratio + (1 - stage.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class Capture:
+    """Forward hooks that keep each module's latest output (a mixer returns (output, state): keep output)."""
+
+    def __init__(self, modules: list[nn.Module]):
+        self.outputs: list[torch.Tensor | None] = [None] * len(modules)
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
+
+    def _hook(self, i: int):
+        def hook(module, args, output):
+            self.outputs[i] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+
+@dataclass
+class Aligned:
+    """Hidden-state alignment pairs: the student's mixer and the teacher's attention at each replaced layer."""
+
+    student: Capture
+    teacher: Capture
+
+
+class Trainer:
+    def __init__(self, config: DistillConfig, student: nn.Module, teacher: nn.Module, rows: Rows,
+                 accelerator: Accelerator, settings: dict, aligned: Aligned | None = None, cache: TopkCache | None = None):
+        self.config, self.student, self.teacher, self.rows = config, student, teacher, rows
+        self.acc, self.settings, self.aligned, self.cache = accelerator, settings, aligned, cache
+        self.out = Path(config.out)
+        self.checkpoints = self.out / "checkpoints"
+        world, per_step = accelerator.num_processes, config.batch_size
+        if per_step % (world * config.grad_accum):
+            raise RadError(f"--batch-size {per_step} must be a multiple of processes ({world}) x --grad-accum ({config.grad_accum})")
+        self.per_process = per_step // world
+        self.micro = self.per_process // config.grad_accum
+
+    def run(self) -> list[dict]:
+        """Train both stages (resuming from the latest checkpoint when asked); returns this run's metrics."""
+        resume, raw = self._resume_point()
+        if resume is not None:
+            ckpt.restore_model(self.checkpoints / f"step-{resume.step:06d}", self.student)
+        log = MetricsLog(self.out / "metrics.jsonl", resume.metrics_lines if resume else 0, self.config.tensorboard) \
+            if self.acc.is_main_process else None
+        done, records = resume.step if resume else 0, []
+        first = 0
+        for number, stage in ((1, self.config.stage1), (2, self.config.stage2)):
+            last = first + stage.steps
+            if done < last:
+                carried = raw if resume is not None and resume.stage == number and resume.step > first else None
+                records += self._stage(number, stage, first, done, carried, log)
+                done = last
+            first = last
+        if log is not None:
+            log.close()
+        return records
+
+    def _resume_point(self) -> tuple[ckpt.TrainState | None, dict | None]:
+        path = ckpt.latest_checkpoint(self.checkpoints) if self.config.resume else None
+        if path is None:
+            return None, None
+        state, raw = ckpt.read_state(path)
+        changed = sorted(k for k in state.settings.keys() | self.settings.keys() if state.settings.get(k) != self.settings.get(k))
+        if changed:
+            raise RadError(f"cannot resume from {path}: these settings differ from the checkpoint's: {', '.join(changed)}")
+        return state, raw
+
+    def _stage(self, number: int, stage: StageConfig, first: int, start: int, carried: dict | None, log) -> list[dict]:
+        names = select_parameters(self.student, stage.params)
+        params = freeze_all_but(self.student, names)
+        optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=self.config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(stage))
+        if carried is not None:
+            ckpt.restore_optimizer(self.checkpoints / f"step-{start:06d}", carried, optimizer, names, scheduler)
+        self.acc.free_memory()  # drop the previous stage's DDP wrapper: its gradient hooks must not linger
+        model, optimizer = self.acc.prepare(self.student, optimizer)
+        records = []
+        bar = tqdm(range(start, first + stage.steps), desc=f"distill stage {number}", unit="step",
+                   disable=not (self.config.progress and self.acc.is_main_process))
+        for step in bar:
+            record = self.train_step(model, optimizer, scheduler, params, step, number)
+            records.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if log is not None:
+                log.write(record)
+            if (step + 1) % self.config.save_every == 0 or step + 1 == first + stage.steps:
+                self._save(optimizer, names, scheduler, ckpt.TrainState(step + 1, number, log.lines if log else 0, self.settings))
+        return records
+
+    def _save(self, optimizer, names, scheduler, state: ckpt.TrainState) -> None:
+        if self.acc.is_main_process:
+            inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer  # accelerate's wrapper
+            ckpt.save_checkpoint(self.checkpoints, self.student, inner, names, scheduler, state, self.config.keep_checkpoints)
+        self.acc.wait_for_everyone()
+
+    def train_step(self, model, optimizer, scheduler, params, step: int, stage: int) -> dict:
+        started = time.perf_counter()
+        rows = self.rows.slice(step * self.config.batch_size, (step + 1) * self.config.batch_size)
+        tokens = int(rows.loss[:, 1:].sum())  # loss tokens of the whole step, over all processes
+        if tokens == 0:
+            raise RadError(f"step {step + 1} has no loss tokens; use longer rows or turn --assistant-only off")
+        mine = self.acc.process_index * self.per_process
+        scale = self.acc.num_processes / tokens
+        sums = torch.zeros(3, dtype=torch.float64)
+        for m in range(self.config.grad_accum):
+            a = mine + m * self.micro
+            part = rows.slice(a, a + self.micro)
+            sync = m == self.config.grad_accum - 1
+            with self.acc.no_sync(model) if not sync else nullcontext():
+                terms = self._losses(model, part, step * self.config.batch_size + a)
+                weighted = self.config.kl_weight * terms[0] + self.config.hidden_weight * terms[1] + self.config.ce_weight * terms[2]
+                self.acc.backward(weighted * scale)
+            sums += torch.stack([t.detach().double().cpu() for t in terms])
+        sums = self.acc.reduce(sums.to(self.acc.device), reduction="sum").cpu() / tokens
+        kl, hidden, ce = sums.tolist()
+        loss = self.config.kl_weight * kl + self.config.hidden_weight * hidden + self.config.ce_weight * ce
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
+        grad_norm = float(self.acc.clip_grad_norm_(params, max_norm))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self._stop(step, stage, loss, grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        return {"step": step + 1, "stage": stage, "loss": loss, "kl": kl, "hidden": hidden, "ce": ce, "lr": lr,
+                "grad_norm": grad_norm, "loss_tokens": tokens, "tokens_per_s": int(rows.valid.sum()) / seconds}
+
+    def _losses(self, model, part: Rows, first_row: int) -> list[torch.Tensor]:
+        """[KL, hidden, CE] sums over this micro-batch's loss positions."""
+        device = self.acc.device
+        ids = part.ids.to(device)
+        positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
+        mask = part.loss[:, 1:].to(device)  # position t predicts token t+1
+        logits = model(ids, positions)[:, :-1]
+        zero = logits.new_zeros(())
+        cached = self.cache.get(first_row, len(part)) if self.cache is not None else None
+        need_teacher = cached is None or self.config.hidden_weight > 0
+        if need_teacher:
+            with torch.no_grad():
+                teacher_logits = self.teacher(ids, positions)[:, :-1]
+        if self.cache is not None:
+            values, indices = cached if cached is not None else self.cache.put(first_row, teacher_logits)
+            kl = topk_kl_sum(logits, values.to(device), indices.to(device), mask, self.config.temperature)
+        else:
+            kl = kl_sum(logits, teacher_logits, mask, self.config.temperature)
+        hidden = zero
+        if self.config.hidden_weight > 0:
+            s_out = [o[:, :-1] for o in self.aligned.student.outputs]
+            t_out = [o[:, :-1] for o in self.aligned.teacher.outputs]
+            hidden = hidden_sum(s_out, t_out, mask)
+        ce = ce_sum(logits, ids[:, 1:], mask) if self.config.ce_weight > 0 else zero
+        return [kl, hidden, ce]
+
+    def _stop(self, step: int, stage: int, loss: float, grad_norm: float) -> None:
+        latest = ckpt.latest_checkpoint(self.checkpoints)
+        kept = f"the last good checkpoint is {latest} (continue from it with --resume, e.g. with a lower --lr)" \
+            if latest else "no checkpoint was written before it"
+        what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+        raise RadError(f"training stopped at step {step + 1} (stage {stage}): the {what} is not finite; {kept}")
+
