@@ -176,7 +176,7 @@ def cmd_distill(args) -> None:
         grad_accum=args.grad_accum, temperature=args.temperature, hidden_weight=args.hidden_weight,
         ce_weight=args.ce_weight, max_grad_norm=args.max_grad_norm, topk_cache=args.topk_cache, topk=args.topk,
         save_every=args.save_every, resume=args.resume, seed=args.seed, device=args.device,
-        mixed_precision=args.mixed_precision, tensorboard=args.tensorboard, progress=not args.json,
+        mixed_precision=args.mixed_precision, threads=args.threads, tensorboard=args.tensorboard, progress=not args.json,
     )  # fmt: skip
     summary = distill(config)
     if args.json:
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--seed", type=int, default=0)
     dist.add_argument("--device", help="cpu | cuda (default: cuda if available)")
     dist.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="default: bf16 on GPU, no on CPU")
+    dist.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: torch's default)")
     dist.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (pip install 'rad[tensorboard]')")
     dist.add_argument("--out", required=True, help="folder for the distilled hybrid, metrics.jsonl and checkpoints")
     dist.add_argument("--json", action="store_true", help="print a JSON summary (no progress bar)")

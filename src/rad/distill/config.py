@@ -44,16 +44,10 @@ class DistillConfig:
     seed: int = 0
     device: str | None = None  # None: cuda if available else cpu
     mixed_precision: str | None = None  # None: bf16 on GPU, no on CPU
+    threads: int = 0  # torch CPU threads per process (0: torch's default)
     tensorboard: bool = False
     progress: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, raw: dict) -> DistillConfig:
-        raw = dict(raw)
-        for key in ("stage1", "stage2"):
-            if isinstance(raw.get(key), dict):
-                raw[key] = StageConfig(**raw[key])
-        return cls(**raw)
