@@ -43,11 +43,16 @@ def max_diff(a, b):
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("init", ["rad", "kqvo"])
-def test_transformers_bamba_reproduces_our_logits(llama_dir, hybrid, tmp_path, init):
+@pytest.mark.parametrize("family,init", [("llama", "rad"), ("llama", "kqvo"), ("qwen2", "kqvo")])
+def test_transformers_bamba_reproduces_our_logits(tiny_dirs, hybrid, tmp_path, family, init):
+    """Llama (llama3 rope, GQA) and Qwen2 (q/k/v biases, which Bamba holds with a zero o_proj bias)."""
     from transformers import AutoModelForCausalLM
 
-    model = hybrid if init == "kqvo" else convert(load_model(llama_dir), LAYERS, "rad", chunk_size=CHUNK)[0]
+    if (family, init) == ("llama", "kqvo"):
+        model = hybrid
+    else:
+        model = convert(load_model(tiny_dirs[family][0]), LAYERS, init, chunk_size=CHUNK)[0]
+        model = perturbed(model) if init == "kqvo" else model
     assert save_hybrid(model, tmp_path / "h") == "bamba"
     theirs = AutoModelForCausalLM.from_pretrained(str(tmp_path / "h")).eval()
     assert type(theirs).__name__ == "BambaForCausalLM"
@@ -93,6 +98,19 @@ def test_prefill_steps_and_blocks_equal_full_forward(hybrid):
             cache.advance(1)
         parts.append(hybrid(ids[:, 36:], positions_for(ids[:, 36:], 36), cache))  # a verify-sized block
     assert max_diff(torch.cat(parts, dim=1), full) <= 1e-5
+
+
+def test_decode_step_compiles_without_graph_breaks(hybrid):
+    """fullgraph=True fails on a host sync or a data-dependent shape in the KV + SSM cache path."""
+    ids = ids_for()
+    cache = hybrid.new_cache(2, 40)
+    with torch.inference_mode():
+        hybrid(ids[:, :10], positions_for(ids[:, :10]), cache)
+        cache.advance(10)
+        step = torch.compile(lambda t, p: hybrid(t, p, cache), fullgraph=True, backend="eager", dynamic=False)
+        compiled = step(ids[:, 10:11], cache.lengths[:, None])
+        eager = hybrid(ids[:, 10:11], cache.lengths[:, None], cache)
+    assert torch.equal(compiled, eager)
 
 
 def test_right_padded_batch_decodes_each_row_as_alone(hybrid):
