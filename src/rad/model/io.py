@@ -185,7 +185,7 @@ def hybrid_checkpoint(model: CausalLM) -> tuple[dict, dict[str, torch.Tensor]]:
     return bamba_config(config, dtype), {to_bamba_name(name): t for name, t in state.items()}
 
 
-def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: Path | None = None) -> str:
+def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: str | Path | None = None) -> str:
     """Write a hybrid's config.json and model.safetensors (plus the non-weight files of `copy_from`,
     e.g. the tokenizer) into the new folder `out_dir`, atomically. Returns the model_type written."""
     out_dir = Path(out_dir)
@@ -196,7 +196,7 @@ def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: Path | None = N
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         if copy_from is not None:
-            for path in copy_from.iterdir():
+            for path in Path(copy_from).iterdir():
                 weights = path.suffix in (".safetensors", ".bin", ".pt") or path.name.startswith("model.safetensors")
                 if path.is_file() and not weights and path.name != "config.json":
                     shutil.copy2(path, tmp / path.name)
