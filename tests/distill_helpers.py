@@ -1,0 +1,32 @@
+"""Shared pieces of the distillation tests: a tiny hybrid converted from the tiny Llama, word data, configs."""
+
+import json
+import random
+from pathlib import Path
+
+from rad.distill.config import DistillConfig, StageConfig
+from rad.model.convert import convert_folder
+
+REPLACED = [1, 2]
+
+
+def make_hybrid(source: Path, out: Path, init: str = "rad") -> Path:
+    convert_folder(source, out, REPLACED, init=init)
+    return out
+
+
+def write_texts(path: Path, n: int, seed: int = 0, lengths=(5, 40)) -> Path:
+    """Documents of the tiny tokenizer's words ('w0'.. 'w126')."""
+    rng = random.Random(seed)
+    with path.open("w") as f:
+        for _ in range(n):
+            f.write(json.dumps({"text": " ".join(f"w{rng.randrange(127)}" for _ in range(rng.randrange(*lengths)))}) + "\n")
+    return path
+
+
+def config(student, teacher, data, out, steps1=4, steps2=0, **overrides) -> DistillConfig:
+    settings = dict(student=str(student), teacher=str(teacher), data=f"jsonl:{data}", out=str(out),
+                    stage1=StageConfig(steps1, 1e-2, "ssm", warmup=1), stage2=StageConfig(steps2, 1e-3, "all", warmup=1),
+                    seq_len=32, batch_size=4, save_every=100, progress=False)
+    settings.update(overrides)
+    return DistillConfig(**settings)
