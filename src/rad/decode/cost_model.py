@@ -1,17 +1,16 @@
 """Cost model: the speed-up of self-speculative decoding for any skip set S, from timed sub-layers
 and acceptance statistics, so that the layer search has an objective that a noisy clock cannot move.
 
-Timing, once per model, device, dtype, batch size, cache length and verify width (then cached): the
-least seconds over repetitions (interference from other work only ever adds time), on the model's
-device, of
-  a(w)  one attention sub-layer (input norm, attention over the cache, residual add) on w tokens per row,
-  m(w)  one MLP sub-layer (post-attention norm, MLP, residual add) on w tokens per row,
-  f(w)  one forward of the full model on w tokens per row,
-at w = 1 (a decode step) and w = W (a verification), queries at the end of a cache of the run's length
-(attention reads every slot of the preallocated cache, so its length sets the cost). The three are
-timed interleaved, so slow phases of the machine hit them alike. The rest, r(w) = f(w) - A·a(w) - L·m(w) >= 0,
-is embedding, final norm, LM head, a hybrid's SSM mixers and per-layer overhead. At widths between
-1 and W costs are linear interpolations.
+Timing, once per model, device, dtype, batch size, cache length and verify width (then cached): whole
+forwards of the full model on w tokens per row, queries at the end of a cache of the run's length
+(attention reads every slot of the preallocated cache, so its length sets the cost), at w = 1 (a decode
+step) and w = W (a verification). Hooks time each sub-layer inside those forwards, where its weights
+compete for the caches as they do when decoding (timed alone, a small layer stays cache-hot and looks
+several times cheaper). From the least time over repetitions (interference only ever adds time):
+  a(w)  one attention sub-layer (input norm and attention over the cache), averaged over the layers,
+  m(w)  one MLP sub-layer (post-attention norm and MLP), averaged over the layers,
+  r(w)  the rest of the forward: embedding, residual adds, final norm, LM head, a hybrid's SSM mixers.
+At widths between 1 and W costs are linear interpolations.
 
 With A attention layers among L layers, |S| of them skipped by the draft:
   draft forward    c_d(S) = (A - |S|)·a(1) + L·m(1) + r(1)
@@ -33,7 +32,6 @@ import torch
 from rad.decode.generate import synchronize
 from rad.decode.spec_stats import SpecStats
 from rad.model.llama import CausalLM
-from rad.model.rope import rotary_tables
 
 REPS, WARMUP = 20, 3
 _measured: WeakKeyDictionary = WeakKeyDictionary()  # model -> {(batch, context, width, device, dtype): costs}
@@ -75,44 +73,69 @@ def measure_costs(model: CausalLM, batch: int, context: int, width: int) -> SubL
     return per_model[key]
 
 
-def _calls(model: CausalLM, batch: int, context: int, width: int) -> dict:
-    """The three timed calls at one width, queries at the last `width` slots of a `context`-slot cache."""
-    config, device = model.config, model.device
-    layer = model.model.layers[config.attention_layers[0]]
+class _SubLayerClock:
+    """Forward hooks, for the span of a `with`, that add up the seconds spent in attention and in MLP sub-layers."""
+
+    def __init__(self, model: CausalLM):
+        self.model, self.seconds, self.handles = model, {"attention": 0.0, "mlp": 0.0}, []
+
+    def __enter__(self):
+        layers = self.model.model.layers
+        for i in self.model.config.attention_layers:
+            self._watch("attention", layers[i].input_layernorm, layers[i].self_attn)
+        for layer in layers:
+            self._watch("mlp", layer.post_attention_layernorm, layer.mlp)
+        return self
+
+    def __exit__(self, *_):
+        for handle in self.handles:
+            handle.remove()
+
+    def _watch(self, kind: str, first, last):
+        started = []
+
+        def start(*_):
+            synchronize(self.model.device)
+            started.append(time.perf_counter())
+
+        def stop(*_):
+            synchronize(self.model.device)
+            self.seconds[kind] += time.perf_counter() - started.pop()
+
+        self.handles += [first.register_forward_pre_hook(start), last.register_forward_hook(stop)]
+
+
+def _forward_seconds(model: CausalLM, batch: int, context: int, width: int) -> float:
+    """Seconds of one forward on `width` tokens per row, queries at the end of a `context`-slot cache."""
+    device = model.device
     cache = model.new_cache(batch, context)
     positions = (context - width + torch.arange(width, device=device)).expand(batch, -1)
-    rotary = rotary_tables(model.inv_freq, positions, model.dtype)
-    x = torch.randn(batch, width, config.hidden_size, device=device, dtype=model.dtype)
     ids = torch.zeros(batch, width, dtype=torch.long, device=device)
-    return {
-        "attention": lambda: x + layer.self_attn(layer.input_layernorm(x), positions, rotary, cache),
-        "mlp": lambda: x + layer.mlp(layer.post_attention_layernorm(x)),
-        "forward": lambda: model(ids, positions, cache),
-    }
+    synchronize(device)
+    start = time.perf_counter()
+    model(ids, positions, cache)
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 @torch.inference_mode()
 def _time_sublayers(model: CausalLM, batch: int, context: int, width: int) -> SubLayerCosts:
-    calls = {(name, w): call for w in (1, width) for name, call in _calls(model, batch, context, w).items()}
-    samples = {key: [] for key in calls}
-    for _ in range(WARMUP + REPS):
-        for key, call in calls.items():
-            synchronize(model.device)
-            start = time.perf_counter()
-            call()
-            synchronize(model.device)
-            samples[key].append(time.perf_counter() - start)
-    best = {key: min(times[WARMUP:]) for key, times in samples.items()}
     layers, attention = model.config.num_layers, len(model.config.attention_layers)
+    best = {}  # (kind, width) -> least seconds of one sub-layer, or of a whole forward
+    for rep in range(WARMUP + REPS):
+        for w in (1, width):  # the widths alternate, so slow phases of the machine hit both
+            # The hooks' own overhead stays out of the whole forward: it is timed without them.
+            with _SubLayerClock(model) as clock:
+                _forward_seconds(model, batch, context, w)
+            timed = {"attention": clock.seconds["attention"] / max(attention, 1), "mlp": clock.seconds["mlp"] / layers,
+                     "forward": _forward_seconds(model, batch, context, w)}
+            for kind, seconds in timed.items():
+                if rep >= WARMUP:
+                    best[kind, w] = min(best.get((kind, w), seconds), seconds)
 
-    def rest(w: int) -> float:
-        return max(0.0, best["forward", w] - attention * best["attention", w] - layers * best["mlp", w])
+    def costs(w: int) -> tuple[float, float, float]:
+        rest = best["forward", w] - attention * best["attention", w] - layers * best["mlp", w]
+        return best["attention", w], best["mlp", w], max(0.0, rest)
 
-    return SubLayerCosts(
-        width=width,
-        attention=(best["attention", 1], best["attention", width]),
-        mlp=(best["mlp", 1], best["mlp", width]),
-        rest=(rest(1), rest(width)),
-        num_layers=layers,
-        num_attention=attention,
-    )
+    (a1, m1, r1), (aw, mw, rw) = costs(1), costs(width)
+    return SubLayerCosts(width, (a1, aw), (m1, mw), (r1, rw), layers, attention)

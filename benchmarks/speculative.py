@@ -1,0 +1,159 @@
+"""Self-speculative decoding: rad vs transformers' assisted generation, same model, prompts and S.
+
+The draft skips the attention sub-layers of S. transformers gets, as its assistant, a copy of the model
+whose attention layers in S have zero o_proj weights: it drafts exactly what rad's draft drafts, but it
+still computes those layers (transformers has no layer skipping; zeroing is the simplest correct
+assistant on 5.17). Both draft K tokens per step (transformers: constant schedule, no confidence exit).
+Every output is checked equal to plain greedy decoding. Printed per model, medians over repetitions:
+tokens/s of both, their acceptance (transformers': from its forward counts), the ratio rad /
+transformers, and rad's speed-up over its own plain decoding measured in the same call.
+
+Models: `redundant`, a random Llama whose attention in S is nearly silent (o_proj scaled down: what RAD
+looks for), and, when it is shipped, `demo` with the S of up to 3 layers that a small sweep finds best
+by rad's modeled speed-up (steady under a noisy clock); the benchmark then measures it.
+Run: python benchmarks/speculative.py [--reps 5] [--threads 1] [--new-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from rad.decode.draft_policy import DraftPolicy
+from rad.decode.generate import generate
+from rad.decode.speculative import speculative_generate
+from rad.errors import RadError
+from rad.model.io import load_model, resolve_model_dir
+
+REDUNDANT = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=8,
+                 num_attention_heads=8, num_key_value_heads=4, bos_token_id=None, eos_token_id=None)
+REDUNDANT_SKIP = [2, 4, 5, 6]
+
+
+def redundant_model():
+    """(folder, transformers model): random weights large enough for confident predictions, S nearly silent."""
+    torch.manual_seed(0)
+    reference = LlamaForCausalLM(LlamaConfig(**REDUNDANT)).eval()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                p.normal_(0, 0.06)
+        for i in REDUNDANT_SKIP:
+            reference.model.layers[i].self_attn.o_proj.weight.mul_(0.05)
+    folder = tempfile.mkdtemp(prefix="rad-bench-")
+    reference.save_pretrained(folder)
+    return folder, reference
+
+
+def zeroed_assistant(reference, skip, draft_len):
+    assistant = copy.deepcopy(reference)
+    with torch.no_grad():
+        for i in skip:
+            assistant.model.layers[i].self_attn.o_proj.weight.zero_()
+    assistant.generation_config.num_assistant_tokens = draft_len
+    assistant.generation_config.num_assistant_tokens_schedule = "constant"
+    assistant.generation_config.assistant_confidence_threshold = 0.0
+    return assistant
+
+
+class CallCounter:
+    """Counts forward calls of a module (transformers does not report its acceptance)."""
+
+    def __init__(self, module):
+        self.calls = 0
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+
+def run_transformers(reference, assistant, prompt, new_tokens, counters):
+    before = [c.calls for c in counters]
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = reference.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False,
+                                 assistant_model=assistant)[0, len(prompt):].tolist()
+        seconds = time.perf_counter() - start
+    verifies, drafts = (c.calls - b for c, b in zip(counters, before))
+    return out, seconds, (len(out) - verifies) / max(drafts, 1)  # each verification emits accepted + 1
+
+
+def bench(name, folder, reference, skip, prompts, args):
+    ours = load_model(folder)
+    policy = DraftPolicy(args.draft_len)
+    assistant = zeroed_assistant(reference, skip, args.draft_len)
+    counters = [CallCounter(reference), CallCounter(assistant)]
+    greedy = [generate(ours, [p], args.new_tokens).tokens[0] for p in prompts]
+    rows = {key: [] for key in ("rad_s", "hf_s", "ratio", "rad_acc", "hf_acc", "vs_plain")}
+    for rep in range(args.reps + 1):  # the first round warms up
+        for prompt, expected in zip(prompts, greedy):
+            out = speculative_generate(ours, [prompt], args.new_tokens, skip=skip, policy=policy, measure_plain=True)
+            hf_tokens, hf_seconds, hf_acceptance = run_transformers(reference, assistant, prompt, args.new_tokens, counters)
+            if out.tokens[0] != expected or hf_tokens != expected:
+                raise SystemExit(f"{name}: an output differs from greedy decoding: the comparison would be meaningless")
+            if rep:
+                rows["rad_s"].append(out.seconds)
+                rows["hf_s"].append(hf_seconds)
+                rows["ratio"].append(hf_seconds / out.seconds)
+                rows["rad_acc"].append(out.stats.acceptance_rate)
+                rows["hf_acc"].append(hf_acceptance)
+                rows["vs_plain"].append(out.plain.seconds / out.seconds)
+    med = {key: statistics.median(values) for key, values in rows.items()}
+    print(f"{name:<10} S={skip}  rad {args.new_tokens / med['rad_s']:7.1f} tok/s (acceptance {med['rad_acc']:.2f})   "
+          f"transformers assisted {args.new_tokens / med['hf_s']:7.1f} tok/s (acceptance {med['hf_acc']:.2f})   "
+          f"ratio {med['ratio']:.2f}x (min {min(rows['ratio']):.2f}, max {max(rows['ratio']):.2f})   "
+          f"rad vs its plain decoding {med['vs_plain']:.2f}x   outputs = greedy: yes")
+
+
+def sweep(folder, prompts, args, sizes=(1, 2, 3)) -> list[int]:
+    """The S (of up to 3 layers) with rad's best modeled speed-up over plain decoding on the prompts."""
+    model = load_model(folder)
+    best, best_skip = 0.0, []
+    for size in sizes:
+        for skip in itertools.combinations(range(model.config.num_layers), size):
+            out = speculative_generate(model, prompts, args.new_tokens // 2, skip=skip, policy=DraftPolicy(args.draft_len),
+                                       model_cost=True)
+            speedup = out.stats.speedup_modeled
+            if speedup > best:
+                best, best_skip = speedup, list(skip)
+    return best_skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--draft-len", type=int, default=4)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, K={args.draft_len}, "
+          f"prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps} x {args.prompts} prompts")
+    g = torch.Generator().manual_seed(0)
+
+    folder, reference = redundant_model()
+    prompts = [torch.randint(0, REDUNDANT["vocab_size"], (args.prompt_len,), generator=g).tolist() for _ in range(args.prompts)]
+    bench("redundant", folder, reference, REDUNDANT_SKIP, prompts, args)
+
+    try:
+        demo = resolve_model_dir("demo")
+    except RadError:
+        print("demo       (not shipped yet)")
+        return
+    reference = AutoModelForCausalLM.from_pretrained(str(demo), dtype=torch.float32).eval()
+    prompts = [torch.randint(0, reference.config.vocab_size, (args.prompt_len,), generator=g).tolist() for _ in range(args.prompts)]
+    bench("demo", demo, reference, sweep(demo, prompts, args), prompts, args)
+
+
+if __name__ == "__main__":
+    main()
