@@ -16,7 +16,7 @@ Names: Bamba's `feed_forward`, `pre_ff_layernorm` and `model.final_layernorm` ar
 from __future__ import annotations
 
 from rad.errors import RadError
-from rad.model.config import ModelConfig, SSMConfig, rope_settings
+from rad.model.config import ModelConfig, SSMConfig, common_fields
 
 _RENAMES = [(".feed_forward.", ".mlp."), (".pre_ff_layernorm.", ".post_attention_layernorm."),
             ("model.final_layernorm.", "model.norm.")]  # fmt: skip
@@ -34,8 +34,16 @@ def to_bamba_name(name: str) -> str:
     return name
 
 
+# transformers' BambaConfig defaults, for fields a config.json may leave out.
+_DEFAULTS = {"vocab_size": 128000, "rms_norm_eps": 1e-5, "max_position_embeddings": 262144, "bos_token_id": 1,
+             "eos_token_id": 2, "pad_token_id": 0, "architectures": ["BambaForCausalLM"], "mamba_n_heads": 128,
+             "mamba_d_head": "auto", "mamba_expand": 2, "mamba_n_groups": 1, "mamba_d_state": 256, "mamba_d_conv": 4,
+             "mamba_chunk_size": 256}  # fmt: skip
+
+
 def config_from_bamba(raw: dict) -> ModelConfig:
-    """A ModelConfig from a Bamba config.json (defaults as transformers' BambaConfig)."""
+    """A ModelConfig from a Bamba config.json."""
+    raw = {**_DEFAULTS, **raw}
     rope = raw.get("rope_parameters") or {}
     partial = rope.get("partial_rotary_factor", raw.get("partial_rotary_factor", 0.5))
     if partial != 1.0:
@@ -48,42 +56,20 @@ def config_from_bamba(raw: dict) -> ModelConfig:
     if tuple(raw.get("time_step_limit") or (0.0, float("inf"))) != (0.0, float("inf")):
         raise RadError("rad's Mamba2 mixer does not clamp dt (time_step_limit); this Bamba config does")
     try:
-        hidden, heads, layers = raw["hidden_size"], raw["num_attention_heads"], raw["num_hidden_layers"]
-        ssm_heads, expand = raw.get("mamba_n_heads", 128), raw.get("mamba_expand", 2)
-        ssm_dim = raw.get("mamba_d_head", "auto")
-        ssm_dim = expand * hidden // ssm_heads if ssm_dim == "auto" else ssm_dim
+        fields = common_fields(raw)
+        heads, dim = raw["mamba_n_heads"], raw["mamba_d_head"]
+        dim = raw["mamba_expand"] * fields["hidden_size"] // heads if dim == "auto" else dim
         attention = set(raw.get("attn_layer_indices") or [])
-        theta, scaling = rope_settings(raw)
-        eos = raw.get("eos_token_id", 2)
+        ssm = SSMConfig(n_heads=heads, head_dim=dim, n_groups=raw["mamba_n_groups"], d_state=raw["mamba_d_state"],
+                        conv_kernel=raw["mamba_d_conv"], chunk_size=raw["mamba_chunk_size"],
+                        norm_group_size=raw.get("rad_norm_group_size", heads * dim))  # transformers: d_inner
         return ModelConfig(
             model_type="bamba",
-            vocab_size=raw.get("vocab_size", 128000),
-            hidden_size=hidden,
-            intermediate_size=raw["intermediate_size"],
-            num_layers=layers,
-            num_heads=heads,
-            num_kv_heads=raw.get("num_key_value_heads") or heads,
-            head_dim=raw.get("head_dim") or hidden // heads,
-            rms_norm_eps=raw.get("rms_norm_eps", 1e-5),
-            rope_theta=theta,
-            rope_scaling=scaling,
-            max_position_embeddings=raw.get("max_position_embeddings", 262144),
-            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            **fields,
             qkv_bias=bool(raw.get("attention_bias", False)),
             o_bias=bool(raw.get("attention_bias", False)),
-            mlp_bias=bool(raw.get("mlp_bias", False)),
-            layer_types=["attention" if i in attention else "ssm" for i in range(layers)],
-            ssm=SSMConfig(
-                n_heads=ssm_heads, head_dim=ssm_dim, n_groups=raw.get("mamba_n_groups", 1),
-                d_state=raw.get("mamba_d_state", 256), conv_kernel=raw.get("mamba_d_conv", 4),
-                chunk_size=raw.get("mamba_chunk_size", 256),
-                norm_group_size=raw.get("rad_norm_group_size", ssm_heads * ssm_dim),  # transformers: d_inner
-            ),  # fmt: skip
-            bos_token_id=raw.get("bos_token_id", 1),
-            eos_token_ids=[] if eos is None else list(eos) if isinstance(eos, list) else [eos],
-            pad_token_id=raw.get("pad_token_id", 0),
-            dtype=str(raw.get("dtype") or raw.get("torch_dtype") or "float32"),
-            architecture=(raw.get("architectures") or ["BambaForCausalLM"])[0],
+            layer_types=["attention" if i in attention else "ssm" for i in range(fields["num_layers"])],
+            ssm=ssm,
         )
     except KeyError as missing:
         raise RadError(f"config.json lacks the field {missing}") from None

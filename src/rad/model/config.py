@@ -104,7 +104,7 @@ def _as_list(value) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def rope_settings(raw: dict) -> tuple[float, dict | None]:
+def _rope_settings(raw: dict) -> tuple[float, dict | None]:
     """Return (theta, scaling dict or None) from either config layout."""
     params = raw.get("rope_parameters") or {}
     theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
@@ -144,42 +144,51 @@ def config_from_hf(raw: dict) -> ModelConfig:
     if model_type not in SUPPORTED_MODEL_TYPES:
         supported = SUPPORTED_MODEL_TYPES + HYBRID_MODEL_TYPES
         raise RadError(f"unsupported model_type '{model_type}'; supported: {', '.join(supported)}")
-    if raw.get("hidden_act", "silu") != "silu":
-        raise RadError(f"unsupported hidden_act '{raw['hidden_act']}'; only 'silu' is supported")
     try:
-        num_heads = raw["num_attention_heads"]
-        hidden = raw["hidden_size"]
-        num_layers = raw["num_hidden_layers"]
-        theta, scaling = rope_settings(raw)
+        fields = common_fields(raw)
         attention_bias = bool(raw.get("attention_bias", False))
         return ModelConfig(
             model_type=model_type,
-            vocab_size=raw["vocab_size"],
-            hidden_size=hidden,
-            intermediate_size=raw["intermediate_size"],
-            num_layers=num_layers,
-            num_heads=num_heads,
-            num_kv_heads=raw.get("num_key_value_heads") or num_heads,
-            head_dim=raw.get("head_dim") or hidden // num_heads,
-            rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
-            rope_theta=theta,
-            rope_scaling=scaling,
-            max_position_embeddings=raw.get("max_position_embeddings", 2048),
-            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            **fields,
             # Qwen2 hard-codes q/k/v biases; Mistral has none; Llama and Qwen3 follow attention_bias.
             qkv_bias=model_type == "qwen2" or (attention_bias and model_type in ("llama", "qwen3")),
             o_bias=attention_bias and model_type in ("llama", "qwen3"),
-            mlp_bias=bool(raw.get("mlp_bias", False)),
             qk_norm=model_type == "qwen3",
-            sliding_windows=_sliding_windows(raw, model_type, num_layers),
-            bos_token_id=raw.get("bos_token_id"),
-            eos_token_ids=_as_list(raw.get("eos_token_id")),
-            pad_token_id=raw.get("pad_token_id"),
-            dtype=str(raw.get("dtype") or raw.get("torch_dtype") or "float32"),
-            architecture=(raw.get("architectures") or [""])[0],
+            sliding_windows=_sliding_windows(raw, model_type, fields["num_layers"]),
         )
     except KeyError as missing:
         raise RadError(f"config.json lacks the field {missing}") from None
+
+
+def common_fields(raw: dict) -> dict:
+    """The ModelConfig fields every supported config.json (Bamba's included) spells alike.
+
+    A KeyError names a missing required field; the caller turns it into a RadError.
+    """
+    if raw.get("hidden_act", "silu") != "silu":
+        raise RadError(f"unsupported hidden_act '{raw['hidden_act']}'; only 'silu' is supported")
+    num_heads, hidden = raw["num_attention_heads"], raw["hidden_size"]
+    theta, scaling = _rope_settings(raw)
+    return dict(
+        vocab_size=raw["vocab_size"],
+        hidden_size=hidden,
+        intermediate_size=raw["intermediate_size"],
+        num_layers=raw["num_hidden_layers"],
+        num_heads=num_heads,
+        num_kv_heads=raw.get("num_key_value_heads") or num_heads,
+        head_dim=raw.get("head_dim") or hidden // num_heads,
+        rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
+        rope_theta=theta,
+        rope_scaling=scaling,
+        max_position_embeddings=raw.get("max_position_embeddings", 2048),
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        mlp_bias=bool(raw.get("mlp_bias", False)),
+        bos_token_id=raw.get("bos_token_id"),
+        eos_token_ids=_as_list(raw.get("eos_token_id")),
+        pad_token_id=raw.get("pad_token_id"),
+        dtype=str(raw.get("dtype") or raw.get("torch_dtype") or "float32"),
+        architecture=(raw.get("architectures") or [""])[0],
+    )
 
 
 def load_config(model_dir: Path) -> ModelConfig:

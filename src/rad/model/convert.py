@@ -23,24 +23,10 @@ from rad.errors import RadError
 from rad.model.bamba import bamba_incompatibility
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer, ssm_config_for
-from rad.model.llama import Attention, CausalLM
+from rad.model.llama import Attention, CausalLM, check_attention_layers
 from rad.model.io import load_config, load_model, resolve_model_dir, save_hybrid
 
 INITS = ("rad", "kqvo")
-
-
-def check_layers(config: ModelConfig, layers) -> list[int]:
-    layers = list(layers)
-    if not layers:
-        raise RadError("name at least one layer to convert")
-    if len(set(layers)) != len(layers):
-        raise RadError(f"layer list {layers} repeats a layer")
-    for i in layers:
-        if not 0 <= i < config.num_layers:
-            raise RadError(f"layer {i} is out of range: the model has layers 0..{config.num_layers - 1}")
-        if config.layer_types[i] != "attention":
-            raise RadError(f"layer {i} is already a {config.layer_types[i]} layer")
-    return sorted(layers)
 
 
 def layers_from_diagnosis(path: str | Path, k: int) -> list[int]:
@@ -103,7 +89,9 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
     if init not in INITS:
         raise RadError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
     config = model.config
-    layers = check_layers(config, layers)
+    if not layers:
+        raise RadError("name at least one layer to convert")
+    layers = sorted(check_attention_layers(config, layers, "layers to convert"))
     types = ["ssm" if i in layers else t for i, t in enumerate(config.layer_types)]
     hybrid_config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config, chunk_size))
     with torch.random.fork_rng(devices=[]):

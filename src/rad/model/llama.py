@@ -173,14 +173,19 @@ class CausalLM(nn.Module):
         return sum(p.numel() for p in self.parameters())  # tied weights are one Parameter, counted once
 
 
+def check_attention_layers(config: ModelConfig, layers: Collection[int], what: str) -> list[int]:
+    """`layers` as a list, after checking that each names an attention layer, once (`what` names them in errors)."""
+    layers = list(layers)
+    if len(set(layers)) != len(layers):
+        raise RadError(f"{what} {layers} repeats a layer")
+    for layer in layers:
+        if not 0 <= layer < config.num_layers:
+            raise RadError(f"{what}: layer {layer} is out of range: the model has layers 0..{config.num_layers - 1}")
+        if config.layer_types[layer] != "attention":
+            raise RadError(f"{what}: layer {layer} is a {config.layer_types[layer]} layer, not attention")
+    return layers
+
+
 def validate_skip(config: ModelConfig, skip: Collection[int]) -> frozenset[int]:
     """Check a skip set: indices of attention layers, each once."""
-    skip = list(skip)
-    if len(set(skip)) != len(skip):
-        raise RadError(f"skip set {skip} repeats a layer")
-    for layer in skip:
-        if not 0 <= layer < config.num_layers:
-            raise RadError(f"skip layer {layer} is out of range: the model has layers 0..{config.num_layers - 1}")
-        if config.layer_types[layer] != "attention":
-            raise RadError(f"layer {layer} is a {config.layer_types[layer]} layer, not attention: it cannot be skipped")
-    return frozenset(skip)
+    return frozenset(check_attention_layers(config, skip, "skip set"))
