@@ -97,7 +97,7 @@ def test_prefill_steps_and_blocks_equal_full_forward(hybrid):
             parts.append(hybrid(ids[:, t : t + 1], torch.full((2, 1), t), cache))
             cache.advance(1)
         parts.append(hybrid(ids[:, 36:], positions_for(ids[:, 36:], 36), cache))  # a verify-sized block
-    assert max_diff(torch.cat(parts, dim=1), full) <= 1e-5
+    assert max_diff(torch.cat(parts, dim=1), full) <= 5e-5  # float32; chunked scan vs steps round differently
 
 
 def test_decode_step_compiles_without_graph_breaks(hybrid):
@@ -140,7 +140,7 @@ def test_rollback_restores_the_ssm_state(hybrid):
             for row, length in enumerate(back.tolist()):
                 rest = ids[row : row + 1, length:]
                 logits = hybrid(rest, positions_for(rest, length), _row_cache(hybrid, cache, row))
-                assert max_diff(logits, full[row : row + 1, length:]) <= 1e-5
+                assert max_diff(logits, full[row : row + 1, length:]) <= 5e-5
         with pytest.raises(RadError, match="ssm_history"):
             cache.rollback(13)  # the prefill recorded only its final state (position 19)
 
