@@ -57,6 +57,17 @@ def pad_prompts(prompts: Sequence[Sequence[int]], device, pad_id: int = 0):
     return ids, lengths
 
 
+def check_request(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                  stop_tokens: Collection[int] | None, skip: Collection[int]):  # fmt: skip
+    """Validate a generation request: (skip set, stop tokens, right-padded prompt ids, prompt lengths)."""
+    if max_new_tokens < 1:
+        raise RadError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    skip = validate_skip(model.config, skip)
+    stop_tokens = model.config.eos_token_ids if stop_tokens is None else list(stop_tokens)
+    ids, lengths = pad_prompts(prompts, model.device)
+    return skip, stop_tokens, ids, lengths
+
+
 def prefill(model: CausalLM, ids: torch.Tensor, lengths: torch.Tensor, capacity: int, skip: Collection[int] = (),
             ssm_history: int = DEFAULT_SSM_HISTORY):  # fmt: skip
     """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of `capacity` slots per row
@@ -88,12 +99,8 @@ def generate(
     skip: Collection[int] = (),
 ) -> GenerationOutput:
     """Generate up to `max_new_tokens` for each prompt (token id lists), skipping attention in `skip`."""
-    if max_new_tokens < 1:
-        raise RadError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    skip = validate_skip(model.config, skip)
-    stop_tokens = model.config.eos_token_ids if stop_tokens is None else list(stop_tokens)
+    skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
     device = model.device
-    ids, lengths = pad_prompts(prompts, device)
     batch = ids.shape[0]
     uniforms = None if sampling.greedy else row_uniforms([sampling.seed + r for r in range(batch)], max_new_tokens, device)
     stops = torch.tensor(stop_tokens, dtype=torch.long, device=device)

@@ -26,12 +26,11 @@ import torch
 
 from rad.decode.cost_model import measure_costs
 from rad.decode.draft_policy import AdaptiveExit, DraftPolicy
-from rad.decode.generate import GenerationOutput, generate, pad_prompts, prefill, synchronize, trim_at_stop
+from rad.decode.generate import GenerationOutput, check_request, generate, prefill, synchronize, trim_at_stop
 from rad.decode.sampling import SamplingConfig, distribution, draw, row_uniforms, select
 from rad.decode.spec_stats import SpecStats
 from rad.decode.verify import accept_greedy, accept_sampled
-from rad.errors import RadError
-from rad.model.llama import CausalLM, validate_skip
+from rad.model.llama import CausalLM
 
 # A sampled row has three uniform streams, indexed by the position of the token being produced:
 # drawing a draft token there, accepting it, and drawing the full model's token there.
@@ -126,12 +125,8 @@ def speculative_generate(
     runs in the same call and `stats.speedup_measured` is the ratio of decode-phase tokens/s; with
     `model_cost`, `stats.speedup_modeled` comes from the cost model (rad.decode.cost_model).
     """
-    if max_new_tokens < 1:
-        raise RadError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    skip = validate_skip(model.config, skip)
-    stop_tokens = model.config.eos_token_ids if stop_tokens is None else list(stop_tokens)
+    skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
     device = model.device
-    ids, lengths = pad_prompts(prompts, device)
     batch, draft_len = ids.shape[0], policy.draft_len
     span = max_new_tokens + draft_len + 1  # token positions a row can write to, drafts past its end included
     capacity = ids.shape[1] + span
