@@ -6,8 +6,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's barriers turn a
+# microsecond kernel into milliseconds; one thread per process (subprocesses inherit it) keeps tests fast.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 from tiny_models import FAMILIES, save_tiny_model  # noqa: E402
 

@@ -40,8 +40,9 @@ def weight_bytes(model: CausalLM) -> int:
 
 
 def state_bytes(model: CausalLM, batch: int, length: int) -> int:
-    """Bytes of the decoding state (KV cache, SSM states) for `batch` rows of `length` tokens."""
-    return model.new_cache(batch, length).memory_bytes()
+    """Bytes of the decoding state (KV cache, SSM states) for `batch` rows of `length` tokens, as plain
+    decoding allocates it (SSM layers keep no rollback history)."""
+    return model.new_cache(batch, length, ssm_history=1).memory_bytes()
 
 
 def random_prompts(model: CausalLM, batch: int, context: int, seed: int) -> list[list[int]]:

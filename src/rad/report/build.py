@@ -12,6 +12,7 @@ from rad.report.document import Section, write_report
 
 @dataclass(frozen=True)
 class ReportInputs:
+    diagnosis: Path | None = None  # diagnosis.json (diagnosis.png beside it is shown too)
     metrics: Path | None = None  # distillation metrics.jsonl
     evaluation: Path | None = None  # eval.json: {"models": {name: {task: result}}}
     bench: Path | None = None  # bench.json from rad bench
@@ -29,6 +30,10 @@ def _load(path: Path | None):
 
 def build_report(out_dir: Path, inputs: ReportInputs, title: str = "rad report") -> tuple[Path, Path]:
     parts: list[Section] = []
+    diagnosis = _load(inputs.diagnosis)
+    if diagnosis:
+        picture = Path(inputs.diagnosis).with_name("diagnosis.png")
+        parts.append(sections.diagnosis_section(diagnosis, picture.read_bytes() if picture.is_file() else None))
     metrics = _load(inputs.metrics)
     if metrics:
         parts.append(sections.distillation_section(metrics))

@@ -11,6 +11,26 @@ def cost_per_million(tokens_per_s: float, price_per_hour: float) -> float:
     return price_per_hour / 3600.0 / tokens_per_s * 1e6
 
 
+def diagnosis_section(diagnosis: dict, picture: bytes | None) -> Section:
+    """The chosen layers beside the baselines on the same objective, and the redundancy map + search curve."""
+    rows = []
+    for k, result in diagnosis["results"].items():
+        rows.append([k, "RAD (Bayesian search)", str(result["best_layers"]), f"{result['value']:.3f}",
+                     f"{result['acceptance_rate']:.2f}"])
+        for name, baseline in result["baselines"].items():
+            rows.append([k, name.replace("_", " "), str(baseline["skip"]), f"{baseline['value']:.3f}",
+                         f"{baseline['acceptance_rate']:.2f}" if baseline.get("acceptance_rate") is not None else "n/a"])
+    blocks = [
+        f"Self-speculative decoding of the {diagnosis['num_layers']}-layer model with the attention of a set of "
+        "layers skipped in the draft; the objective is the expected speed-up over plain decoding "
+        f"({diagnosis['config']['objective']}). The layers in the best set are the redundant ones.",
+        Table(["k", "selection", "layers", "objective (speed-up)", "acceptance"], rows),
+    ]
+    if picture:
+        blocks.append(Figure("diagnosis", picture, "Per-layer redundancy (left) and the objective per search trial (right)."))
+    return Section("Which attention layers are redundant", blocks)
+
+
 def accuracy_section(evaluation: dict) -> Section:
     """evaluation: {"models": {name: {task: {"accuracy", "n", ...}}}}, the first model the teacher."""
     models = evaluation["models"]
@@ -41,12 +61,19 @@ def throughput_section(bench: dict) -> Section:
             rows.append([entry.get("label", entry["model"]), str(p["context"]), str(p["batch"]),
                          f"{p['decode_tokens_per_s']:.1f}", f"{p['ttft_s'] * 1000:.1f}",
                          f"{p['state_bytes'] / 2**20:.2f}", f"{p['memory_bytes'] / 2**20:.1f}"])
-    return Section("Decode throughput and memory", [
+    blocks = [
         f"Measured in one run on {bench['device']} ({bench['dtype']}), models taking turns, median of "
         f"{bench['reps']} repetitions, {bench['new_tokens']} new tokens per row.",
         Table(["model", "context", "batch", "decode tokens/s", "TTFT (ms)", "state (MiB)", "weights + state (MiB)"], rows),
         Figure("throughput", figures.throughput_and_memory(bench), "Decode throughput and decoding-state memory vs context."),
-    ])
+    ]
+    spec = bench.get("speculative")
+    if spec:
+        measured = f"{spec['speedup_measured']:.2f}×" if spec.get("speedup_measured") else "n/a"
+        blocks.append(f"Self-speculative decoding of the teacher with the attention of layers {spec['skip']} skipped in "
+                      f"the draft (training-free, output identical to greedy): acceptance {spec['acceptance_rate']:.2f}, "
+                      f"{spec['mean_accepted']:.2f} drafts accepted per step, measured speed-up {measured} over plain decoding.")
+    return Section("Decode throughput and memory", blocks)
 
 
 def cost_section(bench: dict, price_per_hour: float) -> Section:

@@ -1,0 +1,33 @@
+"""`rad demo`: the whole pipeline on the model shipped in the package, sized for a laptop CPU,
+ending with a summary table on the terminal."""
+
+from __future__ import annotations
+
+from rad.pipeline import RunConfig
+
+
+def demo_config(out: str) -> RunConfig:
+    """Settings that finish in about 10 minutes on a 2-core CPU (see the README for measured times)."""
+    return RunConfig(
+        model="demo", k=2, out=out, trials=20, n_prompts=4, diagnose_new_tokens=24,
+        stage1_steps=120, batch_size=8, seq_len=256, lr=2e-3,
+        eval_n=100, contexts=[256, 1024, 4096], batch_sizes=[1], bench_new_tokens=32, bench_reps=3,
+    )
+
+
+def summary_table(summaries: dict) -> str:
+    """The figures a newcomer wants first, as aligned text."""
+    diagnose, evaluation, bench = summaries["diagnose"], summaries["eval"], summaries["bench"]
+    lines = [f"redundant attention layers found      {diagnose['layers']}"]
+    for task in evaluation["teacher"]:
+        teacher, hybrid = evaluation["teacher"][task], evaluation["hybrid"][task]
+        relative = f" ({hybrid / teacher:.0%} of teacher)" if teacher else ""
+        lines.append(f"{task + ' accuracy (teacher -> hybrid)':<37} {teacher:.1%} -> {hybrid:.1%}{relative}")
+    speed, memory = bench["decode_tokens_per_s"], bench["memory_bytes"]
+    lines.append(f"{'decode tokens/s at context ' + str(bench['longest_context']):<37} "
+                 f"{speed['teacher']:.1f} -> {speed['hybrid']:.1f} ({bench['decode_speedup']:.2f}x)")
+    lines.append(f"{'memory (weights + state), MiB':<37} {memory['teacher'] / 2**20:.1f} -> {memory['hybrid'] / 2**20:.1f}")
+    if bench.get("speculative_speedup"):
+        lines.append(f"self-speculative speed-up (teacher)   {bench['speculative_speedup']:.2f}x")
+    width = max(len(line) for line in lines)
+    return "\n".join(["=" * width, *lines, "=" * width])
