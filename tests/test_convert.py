@@ -84,6 +84,8 @@ def test_rad_convert_then_info_and_generate(capsys, llama_dir, tmp_path):
     hybrid_tokens = json.loads(run_cli(capsys, "generate", tmp_path / "h", *args)[1])["tokens"]
     draft_tokens = json.loads(run_cli(capsys, "generate", source, *args, "--skip", "1,3")[1])["tokens"]
     assert hybrid_tokens == draft_tokens
+    speculative = json.loads(run_cli(capsys, "generate", tmp_path / "h", *args, "--speculative", "--skip", "0")[1])
+    assert speculative["tokens"] == hybrid_tokens
 
 
 @pytest.mark.parametrize(
