@@ -75,9 +75,9 @@ def distill(config: DistillConfig) -> dict:
     """Run the distillation; returns the summary also written to OUT/distill.json."""
     check_config(config)
     started = time.perf_counter()
-    if config.threads > 0:  # on a shared CPU, fewer threads than cores avoids OpenMP spin-waiting
-        torch.set_num_threads(config.threads)
     accelerator = make_accelerator(config)
+    if config.threads > 0:  # after accelerate, which sets its own count for multi-process CPU runs
+        torch.set_num_threads(config.threads)  # on a shared CPU, fewer threads avoid OpenMP spin-waiting
     set_seed(config.seed)
     student_dir, teacher_dir = resolve_model_dir(config.student), resolve_model_dir(config.teacher)
     tokenizer = load_tokenizer(student_dir)
