@@ -78,19 +78,25 @@ def run_transformers(reference, assistant, prompt, new_tokens, counters):
     before = [c.calls for c in counters]
     with torch.inference_mode():
         start = time.perf_counter()
-        out = reference.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False,
-                                 assistant_model=assistant)[0, len(prompt):].tolist()
-        seconds = time.perf_counter() - start
+        out = reference.generate(torch.tensor([prompt], device=reference.device), max_new_tokens=new_tokens,
+                                 do_sample=False, assistant_model=assistant)[0, len(prompt):].tolist()
+        seconds = time.perf_counter() - start  # tolist() waited for the device
     verifies, drafts = (c.calls - b for c, b in zip(counters, before))
     return out, seconds, (len(out) - verifies) / max(drafts, 1)  # each verification emits accepted + 1
 
 
 def bench(name, folder, reference, skip, prompts, args):
-    ours = load_model(folder)
+    ours = load_model(folder, device=args.device)
+    reference = reference.to(args.device)
     policy = DraftPolicy(args.draft_len)
     assistant = zeroed_assistant(reference, skip, args.draft_len)
-    counters = [CallCounter(reference), CallCounter(assistant)]
     greedy = [generate(ours, [p], args.new_tokens).tokens[0] for p in prompts]
+    with torch.inference_mode():
+        for prompt, expected in zip(prompts, greedy):
+            hf = reference.generate(torch.tensor([prompt], device=args.device), max_new_tokens=args.new_tokens, do_sample=False)
+            if hf[0, len(prompt):].tolist() != expected:
+                raise SystemExit(f"{name}: rad's and transformers' greedy outputs differ")
+    counters = [CallCounter(reference), CallCounter(assistant)]
     rows = {key: [] for key in ("rad_s", "hf_s", "ratio", "rad_acc", "hf_acc", "vs_plain")}
     for rep in range(args.reps + 1):  # the first round warms up
         for prompt, expected in zip(prompts, greedy):
@@ -114,7 +120,7 @@ def bench(name, folder, reference, skip, prompts, args):
 
 def sweep(folder, prompts, args, sizes=(1, 2, 3)) -> list[int]:
     """The S (of up to 3 layers) with rad's best modeled speed-up over plain decoding on the prompts."""
-    model = load_model(folder)
+    model = load_model(folder, device=args.device)
     best, best_skip = 0.0, []
     for size in sizes:
         for skip in itertools.combinations(range(model.config.num_layers), size):
@@ -134,10 +140,11 @@ def main():
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--draft-len", type=int, default=2, help="K for both (2: the cost model's best here)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, K={args.draft_len}, "
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, greedy, K={args.draft_len}, "
           f"prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps} x {args.prompts} prompts")
     g = torch.Generator().manual_seed(0)
 
