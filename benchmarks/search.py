@@ -1,0 +1,120 @@
+"""How fast the layer search finds the best skip set: Bayesian (GP) vs random search, and the
+diagnosis wall time.
+
+For each k: evaluate every k-set once (the exhaustive optimum, on the modeled objective: acceptance
+from greedy self-speculative decoding times the timed cost model, fixed for the whole run), then, for
+several seeds, count the trials each sampler needs to first reach that optimum (both never repeat a
+set, so trials = distinct sets evaluated). Prints the medians and their ratio (target: GP <= 0.5x
+random). Then times a whole `diagnose` (search, baselines, exhaustive, plot) with --wall-trials trials.
+
+Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 9]
+Without the shipped model (or with --model random) a random 8-layer Llama with graded attention
+strengths stands in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rad.model.io import DEMO_MODEL_DIR, load_model
+from rad.search.bayes import run_search
+from rad.search.diagnose import DiagnoseConfig, diagnose
+from rad.search.objective import CachedObjective
+from rad.search.prompts import load_prompts
+from rad.search.speedup import SpeedupConfig, SpeedupObjective
+
+
+def random_model(folder: Path) -> Path:
+    """8 layers whose attention outputs are scaled log-normally: some matter, some barely do."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=8,
+                                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=None,
+                                         eos_token_id=None)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.15) if p.dim() > 1 else None
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.mul_(float(torch.randn(()).exp()))
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def prompts_for(model_dir: Path, n: int) -> list[list[int]]:
+    if (model_dir / "tokenizer.json").is_file():
+        from rad.model.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(model_dir)
+        return [tokenizer(text)["input_ids"] for text in load_prompts("task:math", n)]
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 256, (12,), generator=generator).tolist() for _ in range(n)]
+
+
+def trials_to_optimum(objective: CachedObjective, layers: list[int], k: int, optimum: float, sampler: str, seed: int) -> int:
+    def stop(study, trial):
+        if trial.value >= optimum:
+            study.stop()
+
+    result = run_search(objective, layers, k, 10**6, sampler=sampler, seed=seed, callbacks=[stop])
+    return next(t.number + 1 for t in result.trials if t.value >= optimum)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="demo" if (DEMO_MODEL_DIR / "config.json").is_file() else "random")
+    parser.add_argument("--ks", default="2,4")
+    parser.add_argument("--seeds", type=int, default=9)
+    parser.add_argument("--n-prompts", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--wall-trials", type=int, default=50, help="trials of the timed diagnosis (0: skip)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = random_model(Path(scratch)) if args.model == "random" else (DEMO_MODEL_DIR if args.model == "demo" else Path(args.model))
+        model = load_model(model_dir)
+        layers = model.config.attention_layers
+        objective = CachedObjective(SpeedupObjective(model, {"prompts": prompts_for(model_dir, args.n_prompts)},
+                                                     SpeedupConfig(max_new_tokens=args.max_new_tokens)))
+        print(f"model {args.model}: {len(layers)} attention layers; {args.n_prompts} prompts x {args.max_new_tokens} "
+              f"new tokens; modeled objective; {args.seeds} seeds; torch threads {torch.get_num_threads()}")
+        for k in (int(k) for k in args.ks.split(",")):
+            start = time.perf_counter()
+            sets = list(itertools.combinations(layers, k))
+            best = max(sets, key=lambda s: objective(s).value)
+            optimum = objective(best).value
+            per_set = (time.perf_counter() - start) / len(sets)
+            counts = {sampler: [trials_to_optimum(objective, layers, k, optimum, sampler, seed) for seed in range(args.seeds)]
+                      for sampler in ("gp", "random")}
+            medians = {sampler: statistics.median(c) for sampler, c in counts.items()}
+            print(f"k={k}: {len(sets)} sets, optimum {list(best)} speed-up {optimum:.3f} ({per_set:.2f} s per set)")
+            for sampler, c in counts.items():
+                print(f"  {sampler:<6} trials to the optimum: median {medians[sampler]:>5}   per seed {c}")
+            print(f"  ratio gp / random: {medians['gp'] / medians['random']:.2f}  (target <= 0.5)")
+        if args.wall_trials:
+            config = DiagnoseConfig(model=str(model_dir), out=str(Path(scratch) / "diagnosis"), ks=[max(int(k) for k in args.ks.split(","))],
+                                    trials=args.wall_trials, n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
+                                    progress=False)
+            if not (model_dir / "tokenizer.json").is_file():
+                print("diagnosis wall time: skipped (the random stand-in has no tokenizer)")
+                return
+            start = time.perf_counter()
+            diagnosis = diagnose(config)
+            result = diagnosis["results"][str(config.ks[0])]
+            print(f"diagnosis wall time, k={config.ks[0]}, {len(result['trials'])} trials "
+                  f"({result['evaluated_sets']} sets incl. baselines and exhaustive): {time.perf_counter() - start:.0f} s "
+                  f"(target < 300 s)")
+
+
+if __name__ == "__main__":
+    main()
