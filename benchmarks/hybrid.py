@@ -154,6 +154,7 @@ def main():
     parser.add_argument("--contexts", default="256,1024,4096")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--scan-reps", type=int, default=3, help="timed repetitions of each scan (transformers' is slow)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a machine busy with other work: "
                         "spinning threads waiting for a busy core cost far more than they give)")
@@ -165,7 +166,7 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, float32, batch 1, "
           f"{args.new_tokens} decode steps, median of {args.reps}")
     report_decode(build_models(device), contexts, args.new_tokens, args.reps, device)
-    bench_scan(contexts, args.reps, device)
+    bench_scan(contexts, args.scan_reps, device)
 
 
 if __name__ == "__main__":
