@@ -87,10 +87,10 @@ def test_search_returns_exactly_the_silent_layers(redundant_dir, prompt_files, t
     assert (tmp_path / "diagnosis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_several_k_and_excluded_layers(redundant_dir, tmp_path, capsys):
+def test_several_k_excluded_layers_and_measured_objective(redundant_dir, tmp_path, capsys):
     code = main(["diagnose", str(redundant_dir), "--k", "1,2", "--trials", "4", "--n-prompts", "1",
                  "--max-new-tokens", "6", "--exclude-first", "--exclude-last", "--sampler", "tpe",
-                 "--out", str(tmp_path)])
+                 "--objective", "measured", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "block_influence" in out and "diagnosis.json" in out
     diagnosis = json.loads((tmp_path / "diagnosis.json").read_text())
@@ -99,6 +99,7 @@ def test_several_k_and_excluded_layers(redundant_dir, tmp_path, capsys):
     for k, result in diagnosis["results"].items():
         assert len(result["trials"]) == 4
         assert all(len(t["skip"]) == int(k) and set(t["skip"]) <= {1, 2, 3, 4} for t in result["trials"])
+        assert all(t["value"] == t["details"]["speedup_measured"] for t in result["trials"])  # the wall clock
     assert schema_errors(diagnosis) == []
 
 

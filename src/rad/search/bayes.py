@@ -22,8 +22,9 @@ from rad.search.sampler import TopKSampler, param_name
 from rad.search.space import Skip, check_k
 
 SAMPLERS = ("gp", "tpe", "random")
-# Optuna's default is 10 random start-up trials; with a handful of layers to choose from, the GP
-# already has enough to go on after a few (measured in benchmarks/search.py).
+# Random trials before the GP takes over (Optuna's default is 10): a model has tens of layers at most, and
+# 5 random sets of k already place each of 8 layers in about 5k/8 of them, enough for a first fit, while
+# 10 would spend a third of a 30-trial budget (and, for k = 2 on 8 layers, a third of all sets) blindly.
 STARTUP_TRIALS = 5
 # A trial whose worker stopped beating for 2 x HEARTBEAT_S (killed, crashed) is marked failed by the next
 # trial of any worker, so a resumed or shared study never waits on it; only completed trials count.
@@ -120,13 +121,13 @@ def record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 
 def run_search(objective: CachedObjective, eligible: Sequence[int], k: int, n_trials: int, *,
                sampler: str = "gp", seed: int = 0, storage=None, study_name: str | None = None,
-               settings: dict | None = None, resume: bool = False,
+               settings: dict | None = None, resume: bool = False, deterministic: bool = True,
                progress: bool = False, callbacks: Sequence[Callable] = ()) -> SearchResult:
     """Run until the study holds `n_trials` completed trials (counting those of earlier runs), or one per
     possible set if there are fewer: every further trial could only repeat one."""
     check_k(k, eligible)
     n_trials = min(n_trials, math.comb(len(eligible), k))
-    topk_sampler = make_sampler(sampler, eligible, k, seed)
+    topk_sampler = make_sampler(sampler, eligible, k, seed, deterministic)
     study = open_study(storage, study_name or f"k{k}", topk_sampler,
                        {"k": k, "eligible": list(eligible), **(settings or {})}, resume)
 

@@ -123,7 +123,7 @@ def diagnose_k(k, config: DiagnoseConfig, eligible, objective: CachedObjective, 
     start = time.perf_counter()
     search = run_search(objective, eligible, k, config.trials, sampler=config.sampler, seed=config.seed,
                         storage=storage, study_name=f"k{k}", settings=settings, resume=config.resume,
-                        progress=config.progress)
+                        deterministic=config.objective == "modeled", progress=config.progress)
     baselines = run_baselines(objective, eligible, k, len(search.trials), config.seed, influence)
     best = search.best
     if "exhaustive" in baselines:
