@@ -165,6 +165,8 @@ def cmd_convert(args) -> None:
 
 
 def cmd_distill(args) -> None:
+    from accelerate import PartialState
+
     from rad.distill.config import DistillConfig, StageConfig
     from rad.distill.distill import distill
 
@@ -179,6 +181,8 @@ def cmd_distill(args) -> None:
         mixed_precision=args.mixed_precision, threads=args.threads, tensorboard=args.tensorboard, progress=not args.json,
     )  # fmt: skip
     summary = distill(config)
+    if not PartialState().is_main_process:  # under accelerate launch / torchrun, one process reports
+        return
     if args.json:
         print(json.dumps(summary))
     elif summary["final"] is not None:
