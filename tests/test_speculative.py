@@ -6,13 +6,15 @@ import random
 import pytest
 import torch
 
-from rad.decode.draft_policy import DraftPolicy
+from rad.decode.draft_policy import AdaptiveExit, DraftPolicy
 from rad.decode.generate import generate
 from rad.decode.sampling import SamplingConfig
 from rad.decode.speculative import speculative_generate
 from rad.errors import RadError
 from rad.model.convert import convert
-from rad.model.io import load_model
+from rad.data import math
+from rad.model.io import load_model, resolve_model_dir
+from rad.model.tokenizer import encode_prompt, load_tokenizer
 from test_cli import run_cli
 from test_generate import random_prompts
 
@@ -144,6 +146,34 @@ def test_statistics_add_up(llama):
     assert stats.acceptance_rate == stats.accepted / stats.drafted
     assert out.plain.tokens == out.tokens and stats.speedup_measured > 0
     assert speculative_generate(llama, prompts, 30, skip=[1]).stats.speedup_measured is None  # only when asked
+
+
+def test_shipped_model_greedy_is_exact():
+    try:
+        folder = resolve_model_dir("demo")
+    except RadError:
+        pytest.skip("the demo model is not shipped yet")
+    demo, tokenizer = load_model(folder), load_tokenizer(folder)
+    prompts = [encode_prompt(tokenizer, problem.prompt) for problem in math.generate(3, seed=2, split="test")]
+    plain = generate(demo, prompts, 40).tokens
+    every_layer = list(range(demo.config.num_layers))
+    for skip, policy in [([], DraftPolicy(3)), ([1, 3], DraftPolicy(4)), (every_layer, DraftPolicy(2, adaptive=True))]:
+        out = speculative_generate(demo, prompts, 40, skip=skip, policy=policy)
+        assert out.tokens == plain, skip
+        assert skip or out.stats.acceptance_rate == 1.0
+
+
+def test_adaptive_threshold_moves_toward_the_target():
+    """By hand: too many rejections raise a row's threshold (draft less), too few lower it (draft more)."""
+    policy = DraftPolicy(4, adaptive=True, threshold=0.5, target_acceptance=0.8, step=0.1, smoothing=0.5)
+    exit_ = AdaptiveExit(policy, batch=4, device="cpu")
+    accepted, drafted = torch.tensor([0, 4, 1, 3]), torch.tensor([4, 4, 0, 4])
+    exit_.update(accepted, drafted, live=torch.tensor([True, True, True, False]))
+    # Row 0: smoothed rate 0.5 * 0.8 + 0.5 * 0 = 0.4 < 0.8; row 1: 0.9 > 0.8; row 2 drafted nothing; row 3 finished.
+    assert torch.allclose(exit_.acceptance, torch.tensor([0.4, 0.9, 0.8, 0.8]))
+    assert torch.allclose(exit_.threshold, torch.tensor([0.6, 0.4, 0.5, 0.5]))
+    probs = torch.tensor([[0.55, 0.45], [0.55, 0.45], [0.55, 0.45], [0.45, 0.55]])
+    assert exit_.keep_drafting(probs).tolist() == [False, True, True, True]
 
 
 def test_bad_arguments_are_clear_errors(llama):
