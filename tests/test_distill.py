@@ -23,15 +23,6 @@ from rad.model.io import load_model
 from rad.model.tokenizer import load_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two busy cores: one thread per process avoids OpenMP spin-waits (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup(llama_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")

@@ -53,11 +53,7 @@ def test_two_processes_follow_the_single_process_trajectory(llama_dir, tmp_path)
     data = write_texts(tmp_path / "texts.jsonl", 100)
     one, two = (config(hybrid, llama_dir, data, tmp_path / name, steps1=STEPS) for name in ("one", "two"))
     rows = build_rows(documents(one.data, load_tokenizer(hybrid), 0, False), STEPS * one.batch_size, one.seq_len, True, 0)
-    threads = torch.get_num_threads()
-    try:
-        single = run(one, rows)
-    finally:
-        torch.set_num_threads(threads)
+    single = run(one, rows)  # one thread, as conftest sets for every test
     os.makedirs(two.out, exist_ok=True)
     mp.spawn(worker, args=(free_port(), two, rows), nprocs=2)
 
