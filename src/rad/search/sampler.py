@@ -11,6 +11,7 @@ worker) would waste a trial, so it moves to the untried set with the largest tot
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,22 +59,33 @@ class TopKSampler(optuna.samplers.BaseSampler):
     def __init__(self, base: optuna.samplers.BaseSampler | None, layers: Sequence[int], k: int, seed: int):
         self.base, self.layers, self.k = base, list(layers), k
         self.space = {param_name(l): FloatDistribution(0.0, 1.0) for l in self.layers}
-        self.rng = np.random.RandomState(seed)
+        self.seed, self.rng = seed, np.random.RandomState(seed)
         self.proposals: dict[int, dict[int, float]] = {}  # trial number -> the z the base proposed
 
     def infer_relative_search_space(self, study, trial):
         return self.space  # fixed, so that even the first trial is sampled here as a whole vector
 
     def sample_relative(self, study, trial, search_space):
+        others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                  if t.number != trial.number and len(t.params) == len(self.layers)]
         proposal = self.base.sample_relative(study, trial, search_space) if self.base else {}
-        if not proposal:  # start-up trials (or random search): a uniform z, i.e. a uniform random set
-            proposal = {name: float(self.rng.rand()) for name in search_space}
-        z = {int(name[1:]): value for name, value in proposal.items()}
+        z = {int(name[1:]): value for name, value in proposal.items()} or self.start_up(len(others))
         self.proposals[trial.number] = z
-        tried = {top_k({int(n[1:]): v for n, v in t.params.items()}, self.k)
-                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.number != trial.number and len(t.params) == len(self.layers)}
+        tried = {top_k({int(n[1:]): v for n, v in t.params.items()}, self.k) for t in others}
         return vertex(best_untried(z, self.k, tried), self.layers)
+
+    def start_up(self, index: int) -> dict[int, float]:
+        """A z before the model-based sampler has data. Random search: uniform (a uniform random set).
+        Otherwise the start-up sets partition the layers (one random permutation cut into runs of k), so
+        that after n/k trials the GP has seen every layer skipped once, the least data that tells them apart."""
+        z = {layer: float(self.rng.rand()) for layer in self.layers}
+        if self.base is None:
+            return z
+        runs = math.ceil(len(self.layers) / self.k)
+        order = np.random.RandomState([self.seed, index // runs]).permutation(self.layers)
+        for layer in order[index % runs * self.k:][: self.k]:
+            z[int(layer)] += 1.0  # above every other z: top-k picks the run (a short last run is filled randomly)
+        return {layer: value / 2 for layer, value in z.items()}  # back inside [0, 1]
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         raise AssertionError("every z is sampled as a whole vector in sample_relative")
