@@ -23,12 +23,12 @@ def plot_diagnosis(diagnosis: dict, path: Path) -> Path:
         values = [t["value"] for t in result["trials"]]
         best_so_far = [max(values[: n + 1]) for n in range(len(values))]
         line, = curve.plot(range(1, len(values) + 1), values, ".", alpha=0.5)
-        curve.plot(range(1, len(values) + 1), best_so_far, "-", color=line.get_color(),
+        curve.plot(range(1, len(values) + 1), best_so_far, "-", drawstyle="steps-post", color=line.get_color(),
                    label=f"k={k} best {result['best_layers']}")
         if "exhaustive" in result["baselines"]:
             curve.axhline(result["baselines"]["exhaustive"]["value"], color=line.get_color(), ls=":", lw=1)
     bars.axhline(0, color="black", lw=0.5)
-    bars.set(xlabel="layer", ylabel="redundancy (mean objective with - without skipping it)",
+    bars.set(xlabel="layer", ylabel="mean objective skipping it - keeping it",
              title="Per-layer redundancy", xticks=layers)
     curve.set(xlabel="trial", ylabel="objective (speed-up)", title="Objective per trial (dotted: exhaustive optimum)")
     bars.legend()
