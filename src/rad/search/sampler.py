@@ -33,8 +33,9 @@ def vertex(skip: Skip, layers: Sequence[int]) -> dict[str, float]:
 def best_untried(z: dict[int, float], k: int, tried: set[Skip]) -> Skip:
     """The untried k-set with the largest sum of z (the top-k set itself if untried).
 
-    Best-first search from the top-k set over single swaps visits sets in decreasing z-sum, because
-    any set is reachable from the top-k set by swaps that never raise the sum above the start.
+    Best-first search from the top-k set over single swaps pops sets in non-increasing z-sum: every other
+    set has a one-swap neighbour nearer the top-k set with at least its sum (trade one of its layers outside
+    the top-k set for a missing top-k layer), so a chain of such neighbours reaches it from the start.
     """
     start = top_k(z, k)
     heap, seen = [(-sum(z[l] for l in start), start)], {start}
