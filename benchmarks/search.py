@@ -8,8 +8,8 @@ set, so trials = distinct sets evaluated). Prints the medians and their ratio (t
 random). Then times a whole `diagnose` (search, baselines, exhaustive, plot) with --wall-trials trials.
 
 Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 9]
-Without the shipped model (or with --model random) a random 8-layer Llama with graded attention
-strengths stands in.
+Without the shipped model (or with --model random) a random model of its shape, with graded attention
+strengths, stands in.
 """
 
 from __future__ import annotations
@@ -32,30 +32,32 @@ from rad.search.speedup import SpeedupConfig, SpeedupObjective
 
 
 def random_model(folder: Path) -> Path:
-    """8 layers whose attention outputs are scaled log-normally: some matter, some barely do."""
+    """The demo model's shape (8 layers, hidden 256, GQA) with random weights and a tokenizer trained on
+    the math task; attention outputs scaled log-normally, so some layers matter and some barely do."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from rad.data import math
+    from rad.data.tokenizer import save_tokenizer, train_tokenizer
+
+    problems = math.generate(2000, seed=0)
+    tokenizer = train_tokenizer([p.prompt + p.completion for p in problems])
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=8,
-                                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=None,
-                                         eos_token_id=None)).eval()
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=768,
+                                         num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
+                                         bos_token_id=None, eos_token_id=None)).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(0, 0.15) if p.dim() > 1 else None
         for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.mul_(float(torch.randn(()).exp()))
+            layer.self_attn.o_proj.weight.mul_(4 * float(torch.randn(()).exp()))
     model.save_pretrained(str(folder))
+    save_tokenizer(tokenizer, folder)
     return folder
 
 
 def prompts_for(model_dir: Path, n: int) -> list[list[int]]:
-    if (model_dir / "tokenizer.json").is_file():
-        from rad.model.tokenizer import load_tokenizer
+    from rad.model.tokenizer import load_tokenizer
 
-        tokenizer = load_tokenizer(model_dir)
-        return [tokenizer(text)["input_ids"] for text in load_prompts("task:math", n)]
-    generator = torch.Generator().manual_seed(0)
-    return [torch.randint(0, 256, (12,), generator=generator).tolist() for _ in range(n)]
+    tokenizer = load_tokenizer(model_dir)
+    return [tokenizer(text)["input_ids"] for text in load_prompts("task:math", n)]
 
 
 def trials_to_optimum(objective: CachedObjective, layers: list[int], k: int, optimum: float, sampler: str, seed: int) -> int:
@@ -105,9 +107,6 @@ def main():
             config = DiagnoseConfig(model=str(model_dir), out=str(Path(scratch) / "diagnosis"), ks=[max(int(k) for k in args.ks.split(","))],
                                     trials=args.wall_trials, n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
                                     progress=False)
-            if not (model_dir / "tokenizer.json").is_file():
-                print("diagnosis wall time: skipped (the random stand-in has no tokenizer)")
-                return
             start = time.perf_counter()
             diagnosis = diagnose(config)
             result = diagnosis["results"][str(config.ks[0])]
