@@ -48,6 +48,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--window", type=int, default=10, help="moving-average window for steps-to-KL")
     p.add_argument("--eval-n", type=int, default=100, help="held-out problems per task (0: skip accuracy)")
     p.add_argument("--seed", type=int, default=0, help="for the random selection and the data")
+    p.add_argument("--eval-batch-size", type=int, default=16)
+    p.add_argument("--device", help="cpu | cuda (default: cuda if available); on a GPU distillation runs in bf16")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args()
@@ -77,11 +79,12 @@ def steps_to_reach(curve: list[float], target: float) -> int | None:
     return above[-1] + 2 if above else 1
 
 
-def accuracy(model_dir, n: int) -> dict[str, float]:
-    if n == 0:
+def accuracy(args: argparse.Namespace, model_dir) -> dict[str, float]:
+    if args.eval_n == 0:
         return {}
-    model, tokenizer = load_model(model_dir), load_tokenizer(resolve_model_dir(model_dir))
-    return {task: evaluate(model, tokenizer, EvalConfig(task=task, n=n, max_new_tokens=160))["accuracy"] for task in TASKS}
+    model, tokenizer = load_model(model_dir, device=args.device), load_tokenizer(resolve_model_dir(model_dir))
+    config = {"n": args.eval_n, "max_new_tokens": 160, "batch_size": args.eval_batch_size}
+    return {task: evaluate(model, tokenizer, EvalConfig(task=task, **config))["accuracy"] for task in TASKS}
 
 
 def run(args: argparse.Namespace, name: str, layers: list[int]) -> dict:
@@ -92,21 +95,23 @@ def run(args: argparse.Namespace, name: str, layers: list[int]) -> dict:
         student=str(folder / "hybrid"), teacher=str(args.model), data=args.data, out=str(folder / "distilled"),
         stage1=StageConfig(args.steps, args.lr, "ssm", args.warmup), stage2=StageConfig(0, 1e-4, "all"),
         seq_len=args.seq_len, batch_size=args.batch_size, save_every=25, seed=args.seed, threads=args.threads, progress=False,
+        device=args.device,
         resume=(folder / "distilled" / "checkpoints").exists(),
     )  # fmt: skip
     summary = distill(config)
     kl = [r["kl"] for r in read_metrics(folder / "distilled" / "metrics.jsonl")]
     return {"layers": layers, "kl": kl, "seconds": summary["seconds"],
-            "accuracy": accuracy(folder / "distilled", args.eval_n)}
+            "accuracy": accuracy(args, folder / "distilled")}
 
 
 def main() -> None:
     args = parse_args()
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     chosen = selections(args, load_config(resolve_model_dir(args.model)).num_layers)
     results = {name: run(args, name, layers) for name, layers in chosen.items()}
-    teacher = accuracy(args.model, args.eval_n)
+    teacher = accuracy(args, args.model)
     uniform_final = moving_average(results["uniform"]["kl"], args.window)[-1]
     uniform_steps = steps_to_reach(moving_average(results["uniform"]["kl"], args.window), uniform_final)
     print(f"teacher accuracy: {teacher}")
