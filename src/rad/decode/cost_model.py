@@ -6,10 +6,13 @@ forwards of the full model on w tokens per row, queries at the end of a cache of
 (attention reads every slot of the preallocated cache, so its length sets the cost), at w = 1 (a decode
 step) and w = W (a verification). Hooks time each sub-layer inside those forwards, where its weights
 compete for the caches as they do when decoding (timed alone, a small layer stays cache-hot and looks
-several times cheaper). From the least time over repetitions (interference only ever adds time):
+several times cheaper). Each segment of the forward (a sub-layer, or the stretch between two) keeps its
+least time over the repetitions: interference from other work only ever adds time, and a least per
+segment needs one undisturbed pass per segment, not one undisturbed forward. From those:
   a(w)  one attention sub-layer (input norm and attention over the cache), averaged over the layers,
   m(w)  one MLP sub-layer (post-attention norm and MLP), averaged over the layers,
-  r(w)  the rest of the forward: embedding, residual adds, final norm, LM head, a hybrid's SSM mixers.
+  r(w)  the rest of the forward: embedding, residual adds, final norm, LM head, a hybrid's SSM mixers
+        (and the hooks' own small overhead).
 At widths between 1 and W costs are linear interpolations.
 
 With A attention layers among L layers, |S| of them skipped by the draft:
@@ -33,7 +36,7 @@ from rad.decode.generate import synchronize
 from rad.decode.spec_stats import SpecStats
 from rad.model.llama import CausalLM
 
-REPS, WARMUP = 20, 3
+REPS, WARMUP = 30, 3
 _measured: WeakKeyDictionary = WeakKeyDictionary()  # model -> {(batch, context, width, device, dtype): costs}
 
 
@@ -73,17 +76,21 @@ def measure_costs(model: CausalLM, batch: int, context: int, width: int) -> SubL
     return per_model[key]
 
 
-class _SubLayerClock:
-    """Forward hooks, for the span of a `with`, that add up the seconds spent in attention and in MLP sub-layers."""
+class _Timeline:
+    """Forward hooks, for the span of a `with`, that stamp the time where each sub-layer starts and ends.
+
+    `marks` holds (kind, time) pairs: each mark starts a segment of that kind ("attention", "mlp" or
+    "rest") that lasts until the next mark. Every forward of one model yields the same segments.
+    """
 
     def __init__(self, model: CausalLM):
-        self.model, self.seconds, self.handles = model, {"attention": 0.0, "mlp": 0.0}, []
+        self.model, self.marks, self.handles = model, [], []
 
     def __enter__(self):
-        layers = self.model.model.layers
-        for i in self.model.config.attention_layers:
-            self._watch("attention", layers[i].input_layernorm, layers[i].self_attn)
-        for layer in layers:
+        attention = set(self.model.config.attention_layers)
+        for i, layer in enumerate(self.model.model.layers):
+            if i in attention:
+                self._watch("attention", layer.input_layernorm, layer.self_attn)
             self._watch("mlp", layer.post_attention_layernorm, layer.mlp)
         return self
 
@@ -91,51 +98,44 @@ class _SubLayerClock:
         for handle in self.handles:
             handle.remove()
 
+    def stamp(self, kind: str):
+        synchronize(self.model.device)
+        self.marks.append((kind, time.perf_counter()))
+
     def _watch(self, kind: str, first, last):
-        started = []
+        self.handles += [first.register_forward_pre_hook(lambda *_: self.stamp(kind)),
+                         last.register_forward_hook(lambda *_: self.stamp("rest"))]
 
-        def start(*_):
-            synchronize(self.model.device)
-            started.append(time.perf_counter())
-
-        def stop(*_):
-            synchronize(self.model.device)
-            self.seconds[kind] += time.perf_counter() - started.pop()
-
-        self.handles += [first.register_forward_pre_hook(start), last.register_forward_hook(stop)]
-
-
-def _forward_seconds(model: CausalLM, batch: int, context: int, width: int) -> float:
-    """Seconds of one forward on `width` tokens per row, queries at the end of a `context`-slot cache."""
-    device = model.device
-    cache = model.new_cache(batch, context)
-    positions = (context - width + torch.arange(width, device=device)).expand(batch, -1)
-    ids = torch.zeros(batch, width, dtype=torch.long, device=device)
-    synchronize(device)
-    start = time.perf_counter()
-    model(ids, positions, cache)
-    synchronize(device)
-    return time.perf_counter() - start
+    def segments(self, batch: int, context: int, width: int) -> list[tuple[str, float]]:
+        """(kind, seconds) of each segment of one forward on `width` tokens per row, queries at the end of
+        a `context`-slot cache."""
+        device = self.model.device
+        cache = self.model.new_cache(batch, context)
+        positions = (context - width + torch.arange(width, device=device)).expand(batch, -1)
+        ids = torch.zeros(batch, width, dtype=torch.long, device=device)
+        self.marks = []
+        self.stamp("rest")
+        self.model(ids, positions, cache)
+        self.stamp("end")
+        return [(kind, end - start) for (kind, start), (_, end) in zip(self.marks, self.marks[1:])]
 
 
 @torch.inference_mode()
 def _time_sublayers(model: CausalLM, batch: int, context: int, width: int) -> SubLayerCosts:
     layers, attention = model.config.num_layers, len(model.config.attention_layers)
-    best = {}  # (kind, width) -> least seconds of one sub-layer, or of a whole forward
-    for rep in range(WARMUP + REPS):
-        for w in (1, width):  # the widths alternate, so slow phases of the machine hit both
-            # The hooks' own overhead stays out of the whole forward: it is timed without them.
-            with _SubLayerClock(model) as clock:
-                _forward_seconds(model, batch, context, w)
-            timed = {"attention": clock.seconds["attention"] / max(attention, 1), "mlp": clock.seconds["mlp"] / layers,
-                     "forward": _forward_seconds(model, batch, context, w)}
-            for kind, seconds in timed.items():
-                if rep >= WARMUP:
-                    best[kind, w] = min(best.get((kind, w), seconds), seconds)
+    best = {1: [], width: []}  # width -> (kind, least seconds) of each segment of a forward
+    with _Timeline(model) as timeline:
+        for rep in range(WARMUP + REPS):
+            for w in best:  # the widths alternate, so slow phases of the machine hit both
+                timed = timeline.segments(batch, context, w)
+                if rep == WARMUP:
+                    best[w] = timed
+                elif rep > WARMUP:
+                    best[w] = [(kind, min(a, b)) for (kind, a), (_, b) in zip(best[w], timed)]
 
     def costs(w: int) -> tuple[float, float, float]:
-        rest = best["forward", w] - attention * best["attention", w] - layers * best["mlp", w]
-        return best["attention", w], best["mlp", w], max(0.0, rest)
+        total = {kind: sum(seconds for k, seconds in best[w] if k == kind) for kind in ("attention", "mlp", "rest")}
+        return total["attention"] / max(attention, 1), total["mlp"] / layers, total["rest"]
 
     (a1, m1, r1), (aw, mw, rw) = costs(1), costs(width)
     return SubLayerCosts(width, (a1, aw), (m1, mw), (r1, rw), layers, attention)
