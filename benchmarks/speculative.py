@@ -147,6 +147,7 @@ def main():
     parser.add_argument("--draft-len", type=int, default=2, help="K for both (2: the cost model's best here)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="demo", help="a trained model folder to sweep and time (default: the shipped demo)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,15 +160,15 @@ def main():
     bench("redundant", folder, reference, REDUNDANT_SKIP, prompts, args)
 
     try:
-        demo = resolve_model_dir("demo")
-    except RadError:
-        print("demo       (not shipped yet)")
+        folder = resolve_model_dir(args.model)
+    except RadError as err:
+        print(f"{args.model:<10} ({err})")
         return
-    reference = AutoModelForCausalLM.from_pretrained(str(demo), dtype=torch.float32).eval()
-    tokenizer = load_tokenizer(demo)
+    reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokenizer = load_tokenizer(folder)
     # What the demo model was trained for: held-out math questions (the sweep and the timing share them).
     prompts = [encode_prompt(tokenizer, problem.prompt) for problem in math.generate(args.prompts, seed=1, split="test")]
-    bench("demo", demo, reference, sweep(demo, prompts, args), prompts, args)
+    bench(folder.name, folder, reference, sweep(folder, prompts, args), prompts, args)
 
 
 if __name__ == "__main__":
