@@ -65,6 +65,31 @@ def test_transformers_bamba_reproduces_our_logits(tiny_dirs, hybrid, tmp_path, f
     assert max_diff(got, model(ids, positions_for(ids))) == 0
 
 
+def test_loads_a_bamba_checkpoint_written_by_transformers(tmp_path):
+    """Not one of ours: 2 B/C groups (the norm still spans d_inner, as transformers computes), mamba_expand 2,
+    fields left to BambaConfig's defaults. Bamba's default half-rotary is refused with a clear message."""
+    import json
+
+    from transformers import BambaConfig, BambaForCausalLM
+
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}
+    config = BambaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2, attn_layer_indices=[1], mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
+                         mamba_d_state=8, mamba_chunk_size=8, rope_parameters=rope)  # fmt: skip
+    torch.manual_seed(0)
+    theirs = perturbed(BambaForCausalLM(config).eval())
+    theirs.save_pretrained(str(tmp_path / "b"))
+    ours, ids = load_model(tmp_path / "b"), ids_for()
+    assert ours.config.layer_types == ["ssm", "attention", "ssm"]
+    with torch.no_grad():
+        assert max_diff(ours(ids, positions_for(ids)), theirs(ids).logits) <= 1e-4
+    raw = json.loads((tmp_path / "b" / "config.json").read_text())
+    del raw["rope_parameters"]["partial_rotary_factor"]
+    (tmp_path / "b" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(RadError, match="partial_rotary_factor 0.5"):
+        load_model(tmp_path / "b")
+
+
 def test_save_load_is_bit_exact(tiny_dirs, hybrid, tmp_path):
     qwen3 = perturbed(convert(load_model(tiny_dirs["qwen3"][0]), [0, 3], "kqvo")[0])  # rad's own format
     for name, model in (("bamba", hybrid), ("rad_hybrid", qwen3)):

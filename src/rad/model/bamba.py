@@ -53,7 +53,9 @@ def config_from_bamba(raw: dict) -> ModelConfig:
         )
     if raw.get("mamba_proj_bias", False) or not raw.get("mamba_conv_bias", True):
         raise RadError("rad's Mamba2 mixer has no projection biases and a conv bias; this Bamba config differs")
-    if tuple(raw.get("time_step_limit") or (0.0, float("inf"))) != (0.0, float("inf")):
+    # transformers writes infinity as {"__float__": "Infinity"}
+    limit = [float(v["__float__"]) if isinstance(v, dict) else float(v) for v in raw.get("time_step_limit") or (0, "inf")]
+    if limit != [0.0, float("inf")]:
         raise RadError("rad's Mamba2 mixer does not clamp dt (time_step_limit); this Bamba config does")
     try:
         fields = common_fields(raw)

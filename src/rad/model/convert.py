@@ -23,8 +23,8 @@ from rad.errors import RadError
 from rad.model.bamba import bamba_incompatibility
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer, ssm_config_for
+from rad.model.io import DTYPES, load_config, load_model, resolve_model_dir, save_hybrid
 from rad.model.llama import Attention, CausalLM, check_attention_layers
-from rad.model.io import load_config, load_model, resolve_model_dir, save_hybrid
 
 INITS = ("rad", "kqvo")
 
@@ -112,7 +112,7 @@ def convert_folder(model_dir, out_dir, layers, init: str = "rad", seed: int = 0)
     """Convert a checkpoint folder into a hybrid folder (weights kept in the source's dtype)."""
     model_dir = resolve_model_dir(model_dir)
     dtype = load_config(model_dir).dtype
-    model = load_model(model_dir, dtype=dtype if dtype in ("float32", "bfloat16", "float16") else "float32")
+    model = load_model(model_dir, dtype=dtype if dtype in DTYPES else "float32")
     hybrid, notes = convert(model, layers, init, seed)
     reason = bamba_incompatibility(hybrid.config)
     if reason:

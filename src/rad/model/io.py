@@ -174,8 +174,9 @@ def hybrid_checkpoint(model: CausalLM) -> tuple[dict, dict[str, torch.Tensor]]:
     if config.tie_word_embeddings:
         state.pop("lm_head.weight")
     if bamba_incompatibility(config) is not None:
+        # rad_config.model_type stays the source family (its layer details); the architecture says "hybrid".
         raw = {"architectures": ["RadHybridForCausalLM"], "model_type": "rad_hybrid",
-               "rad_config": {**config.to_dict(), "dtype": dtype}}  # fmt: skip
+               "rad_config": {**config.to_dict(), "dtype": dtype, "architecture": "RadHybridForCausalLM"}}  # fmt: skip
         return raw, state
     if config.qkv_bias != config.o_bias:  # Bamba's one attention_bias flag covers q, k, v and o
         for i in config.attention_layers:
