@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerFast
 from rad.distill.config import StageConfig
 from rad.distill.data import build_rows, chat_document, documents
 from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
+from rad.distill.metrics import MetricsLog
 from rad.distill.teacher import check_same_tokenizer
 from rad.distill.trainer import cosine_with_warmup
 from rad.errors import RadError
@@ -118,3 +119,13 @@ def test_cosine_schedule_with_warmup():
     assert [factor(s) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
     assert factor(6) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the decay
     assert factor(10) == pytest.approx(0.1)
+
+
+def test_tensorboard_without_the_package_says_how_to_install(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    with pytest.raises(RadError, match=r"pip install 'rad\[tensorboard\]'"):
+        MetricsLog(tmp_path / "metrics.jsonl", 0, tensorboard=True)
