@@ -1,6 +1,6 @@
 """CRUXEval-style output prediction: a short generated Python function `f`, an input, and `f(input)`.
 
-The function acts on one int, list of small ints or string through 2 to 4 simple statements and
+The function acts on one int, list of small ints or string through 2 or 3 simple statements and
 returns the variable or a small expression of it. The answer is `repr(f(input))`, obtained by
 running the function in a subprocess (many functions per process, with a timeout); the worked
 completion is a trace of the variable after each statement, also recorded by running an
@@ -18,7 +18,7 @@ import sys
 from rad.data.problem import ANSWER_MARK, Problem, answer_line, check_split, split_of
 
 TASK = "code"
-MIN_STATEMENTS, MAX_STATEMENTS = 2, 4
+MIN_STATEMENTS, MAX_STATEMENTS = 2, 3
 TIMEOUT_S = 60.0
 ROUND = 2048  # candidates drawn and run per subprocess
 # String values use only these capitals: the tokenizer keeps each capital a token of its own, so
@@ -27,13 +27,13 @@ LETTERS = "ABCDE"
 
 
 def _int_statements(rng: random.Random, v: str) -> list[str]:
-    k, j = rng.randint(1, 9), rng.randint(1, 9)
+    k, j = rng.randint(1, 5), rng.randint(1, 5)
     return [
         f"{v} = {v} + {k}",
         f"{v} = {v} - {k}",
         f"{v} = {v} * {rng.randint(2, 3)}",
-        f"{v} = {v} // {rng.randint(2, 4)}",
-        f"{v} = {v} % {rng.randint(2, 9)}",
+        f"{v} = {v} // {rng.randint(2, 3)}",
+        f"{v} = {v} % {rng.randint(2, 5)}",
         f"if {v} > {k}:\n        {v} = {v} - {j}\n    else:\n        {v} = {v} + {j}",
         f"if {v} % 2 == 0:\n        {v} = {v} // 2\n    else:\n        {v} = {v} + {j}",
     ]
@@ -70,7 +70,7 @@ def _str_statements(rng: random.Random, v: str) -> list[str]:
 
 
 def _returns(rng: random.Random, kind: str, v: str) -> list[str]:
-    k, a = rng.randint(1, 9), rng.choice(LETTERS)
+    k, a = rng.randint(1, 5), rng.choice(LETTERS)
     if kind == "int":
         return [v, v, f"{v} > {k}", f"{v} * 2", f"{v} + {k}"]
     if kind == "list":
@@ -80,10 +80,10 @@ def _returns(rng: random.Random, kind: str, v: str) -> list[str]:
 
 def _value(rng: random.Random, kind: str) -> object:
     if kind == "int":
-        return rng.randint(0, 20)
+        return rng.randint(0, 10)
     if kind == "list":
-        return [rng.randint(0, 9) for _ in range(rng.randint(2, 5))]
-    return "".join(rng.choices(LETTERS, k=rng.randint(2, 5)))
+        return [rng.randint(0, 9) for _ in range(rng.randint(2, 4))]
+    return "".join(rng.choices(LETTERS, k=rng.randint(2, 4)))
 
 
 VARIABLES = {"int": ["x", "n", "a"], "list": ["xs", "nums", "items"], "str": ["s", "text", "word"]}
@@ -141,15 +141,15 @@ def run(items: list[dict]) -> list[list | None]:
 
 
 def _small(text: str) -> bool:
-    """Whether a value's repr stays in the ranges a tiny model can trace (ints below 100, short lists and strings)."""
+    """Whether a value's repr stays in the ranges a tiny model can trace (ints below 50, short lists and strings)."""
     value = eval(text, {})  # a repr we produced ourselves from ints, bools, lists and strings
     if isinstance(value, bool):
         return True
     if isinstance(value, int):
-        return 0 <= value < 100
+        return 0 <= value < 50
     if isinstance(value, list):
-        return len(value) <= 6 and all(0 <= e < 30 for e in value)
-    return len(value) <= 10
+        return len(value) <= 5 and all(0 <= e < 20 for e in value)
+    return len(value) <= 8
 
 
 def _problem(item: dict, output: str, trace: list[str]) -> Problem:

@@ -2,9 +2,10 @@
 
 A problem is a starting amount followed by 2 to 5 arithmetic steps, each told by one sentence
 (a "packs of" sentence is two steps: a product, then adding or removing it). The worked solution
-has one line per step, `a op b = r`, and ends with `#### <integer>`. Numbers stay small (operands
-at most 20, every intermediate result between 1 and MAX_TOTAL, divisions exact) so that a model of
-a few million parameters can learn the arithmetic as well as the wording.
+has one line per step, `a op b = r`, and ends with `#### <integer>`. Numbers stay small (added or
+removed amounts at most 10, multipliers 2 or 3, divisors 2 to 5, every intermediate result between
+1 and MAX_TOTAL, divisions exact) so that a model of a few million parameters, trained for an hour
+on a CPU, can learn the arithmetic as well as the wording.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 from rad.data.problem import ANSWER_MARK, Problem, answer_line, check_split, split_of
 
 TASK = "math"
-MAX_TOTAL = 100
+MAX_TOTAL = 50
 MIN_STEPS, MAX_STEPS = 2, 5
 
 NAMES = {
@@ -52,6 +53,7 @@ MULS = {
     3: ["The number of {o} triples.", "{P} triples the number of {o}."],
 }
 MUL_ANY = ["{P} ends up with {k} times as many {o} as before.", "Then {p} has {k} times as many {o}."]
+MAX_AMOUNT, MAX_FACTOR, MAX_DIVISOR = 10, 3, 5
 DIVS = [
     "{P} splits the {o} equally into {k} groups and keeps one group.",
     "{P} shares the {o} equally among {k} kids and keeps one share.",
@@ -79,36 +81,36 @@ def _steps(rng: random.Random, total: int, want: int) -> tuple[list[tuple[str, d
             options.append("sub")
         if 2 * total <= MAX_TOTAL:
             options.append("mul")
-        if any(total % k == 0 for k in range(2, 6)) and total > 1:
+        if any(total % k == 0 for k in range(2, MAX_DIVISOR + 1)) and total > 1:
             options.append("div")
         if want - len(lines) >= 2:
             options.append("pack")
         kind = rng.choice(options)
         if kind == "add":
-            b = rng.randint(1, min(20, MAX_TOTAL - total))
+            b = rng.randint(1, min(MAX_AMOUNT, MAX_TOTAL - total))
             sentences.append((rng.choice(ADDS), {"b": b}))
             lines.append(f"{total} + {b} = {total + b}")
             total += b
         elif kind == "sub":
-            b = rng.randint(1, min(20, total - 1))
+            b = rng.randint(1, min(MAX_AMOUNT, total - 1))
             sentences.append((rng.choice(SUBS), {"b": b}))
             lines.append(f"{total} - {b} = {total - b}")
             total -= b
         elif kind == "mul":
-            k = rng.randint(2, min(5, MAX_TOTAL // total))
-            template = rng.choice(MULS[k] + MUL_ANY) if k in MULS else rng.choice(MUL_ANY)
+            k = rng.randint(2, min(MAX_FACTOR, MAX_TOTAL // total))
+            template = rng.choice(MULS[k] + MUL_ANY)
             sentences.append((template, {"k": k}))
             lines.append(f"{total} * {k} = {total * k}")
             total *= k
         elif kind == "div":
-            k = rng.choice([k for k in range(2, 6) if total % k == 0])
+            k = rng.choice([k for k in range(2, MAX_DIVISOR + 1) if total % k == 0])
             sentences.append((rng.choice(DIVS), {"k": k}))
             lines.append(f"{total} / {k} = {total // k}")
             total //= k
         else:
             adding = total < MAX_TOTAL - 4 and (total <= 4 or rng.random() < 0.5)
             room = MAX_TOTAL - total if adding else total - 1
-            pairs = [(c, d) for c in range(2, 6) for d in range(2, 11) if c * d <= min(room, 50)]
+            pairs = [(c, d) for c in range(2, 5) for d in range(2, 6) if c * d <= room]
             if not pairs:
                 continue
             c, d = rng.choice(pairs)
@@ -123,7 +125,7 @@ def _steps(rng: random.Random, total: int, want: int) -> tuple[list[tuple[str, d
 def _draw(rng: random.Random) -> Problem:
     name, other = rng.sample(sorted(NAMES), 2)
     pronoun, obj, container = NAMES[name], rng.choice(OBJECTS), rng.choice(CONTAINERS)
-    start = rng.randint(2, 20)
+    start = rng.randint(2, 15)
     sentences, lines = _steps(rng, start, rng.randint(MIN_STEPS, MAX_STEPS))
     # {p} is the subject pronoun ("then he sells"), {q} the object one ("gives him").
     fields = {"N": name, "M": other, "o": obj, "C": container, "a": start, "p": pronoun, "q": OBJECT_PRONOUN[pronoun]}
