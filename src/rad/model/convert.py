@@ -13,6 +13,7 @@ embeddings and the other layers are copied), with one of two initialisations:
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -82,10 +83,13 @@ def dropped_parts(config: ModelConfig, layers: list[int]) -> list[str]:
     return [f"dropped the {what} of layers {layers} (the Mamba2 mixer has none)" for what, present in parts if present]
 
 
-def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_size: int = 256) -> tuple[CausalLM, list[str]]:
+def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_size: int = 256,
+            in_place: bool = False) -> tuple[CausalLM, list[str]]:  # fmt: skip
     """The hybrid of `model` with the attention of `layers` replaced by initialised Mamba2 mixers,
     and notes on what was dropped. Fresh mixer parameters come from `seed` (the global RNG is untouched);
-    `chunk_size` is the SSD scan's chunk for prefill and training (a model that already has SSM layers keeps its own)."""
+    `chunk_size` is the SSD scan's chunk for prefill and training (a model that already has SSM layers
+    keeps its own). `in_place` converts `model` itself instead of a copy: no second copy of the weights
+    in memory, for checkpoints as large as the memory allows."""
     if init not in INITS:
         raise RadError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
     config = model.config
@@ -93,18 +97,16 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
         raise RadError("name at least one layer to convert")
     layers = sorted(check_attention_layers(config, layers, "layers to convert"))
     types = ["ssm" if i in layers else t for i, t in enumerate(config.layer_types)]
-    hybrid_config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config, chunk_size))
-    with torch.random.fork_rng(devices=[]):
+    hybrid = model if in_place else copy.deepcopy(model)
+    hybrid.config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config, chunk_size))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        with torch.device(model.device):
-            hybrid = CausalLM(hybrid_config).to(model.dtype)
-    replaced = tuple(f"model.layers.{i}.self_attn." for i in layers)
-    kept = {name: t for name, t in model.state_dict().items() if not name.startswith(replaced)}
-    missing, unexpected = hybrid.load_state_dict(kept, strict=False)
-    assert not unexpected and all(".mamba." in name for name in missing), (missing, unexpected)
-    for i in layers:
-        mixer, attn = hybrid.model.layers[i].mamba, model.model.layers[i].self_attn
-        (init_rad if init == "rad" else init_kqvo)(mixer, attn)
+        for i in layers:
+            layer = hybrid.model.layers[i]
+            with torch.device(model.device):
+                mixer = SSMMixer(hybrid.config, i).to(model.dtype)
+            (init_rad if init == "rad" else init_kqvo)(mixer, layer.self_attn)
+            layer.replace_attention(mixer)
     return hybrid.eval(), dropped_parts(config, layers)
 
 
@@ -113,7 +115,7 @@ def convert_folder(model_dir, out_dir, layers, init: str = "rad", seed: int = 0)
     model_dir = resolve_model_dir(model_dir)
     dtype = load_config(model_dir).dtype
     model = load_model(model_dir, dtype=dtype if dtype in DTYPES else "float32")
-    hybrid, notes = convert(model, layers, init, seed)
+    hybrid, notes = convert(model, layers, init, seed, in_place=True)
     reason = bamba_incompatibility(hybrid.config)
     if reason:
         notes.append(f"saved with rad's own model_type 'rad_hybrid', which transformers cannot load, not as Bamba: {reason}")

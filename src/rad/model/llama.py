@@ -103,6 +103,11 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
+    def replace_attention(self, mixer: SSMMixer) -> None:
+        """Conversion: `mixer` takes the attention sub-layer's place (norms and MLP stay)."""
+        del self.self_attn
+        self.mamba, self.is_ssm = mixer, True
+
     def forward(self, x, positions, rotary, cache, skip_attention: bool, valid) -> torch.Tensor:
         if self.is_ssm:
             x = x + self.mamba.run(self.input_layernorm(x), positions, cache, valid)
