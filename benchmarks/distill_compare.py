@@ -94,14 +94,31 @@ def run(args: argparse.Namespace, name: str, layers: list[int]) -> dict:
     config = DistillConfig(
         student=str(folder / "hybrid"), teacher=str(args.model), data=args.data, out=str(folder / "distilled"),
         stage1=StageConfig(args.steps, args.lr, "ssm", args.warmup), stage2=StageConfig(0, 1e-4, "all"),
-        seq_len=args.seq_len, batch_size=args.batch_size, save_every=25, seed=args.seed, threads=args.threads, progress=False,
-        device=args.device,
-        resume=(folder / "distilled" / "checkpoints").exists(),
+        seq_len=args.seq_len, batch_size=args.batch_size, save_every=25, seed=args.seed, threads=args.threads,
+        device=args.device, progress=False, resume=(folder / "distilled" / "checkpoints").exists(),
     )  # fmt: skip
     summary = distill(config)
     kl = [r["kl"] for r in read_metrics(folder / "distilled" / "metrics.jsonl")]
-    return {"layers": layers, "kl": kl, "seconds": summary["seconds"],
-            "accuracy": accuracy(args, folder / "distilled")}
+    return {"layers": layers, "kl": kl, "seconds": summary["seconds"]}
+
+
+def print_kl(args: argparse.Namespace, results: dict) -> float:
+    """The KL table and curves; returns the uniform run's final (moving-average) KL."""
+    uniform_final = moving_average(results["uniform"]["kl"], args.window)[-1]
+    uniform_steps = steps_to_reach(moving_average(results["uniform"]["kl"], args.window), uniform_final)
+    print(f"{'selection':>9} {'layers':>14} {'KL@1':>8} {'KL@end':>8} {'steps to uniform KL':>20} {'ratio':>6} {'seconds':>8}")
+    for name, r in results.items():
+        curve = moving_average(r["kl"], args.window)
+        r["steps_to_uniform_final"] = steps = steps_to_reach(curve, uniform_final)
+        r["ratio_vs_uniform"] = ratio = steps / uniform_steps if steps else None
+        print(f"{name:>9} {str(r['layers']):>14} {r['kl'][0]:8.4f} {curve[-1]:8.4f} {str(steps):>20} "
+              f"{f'{ratio:.2f}' if ratio else '-':>6} {r['seconds']:8.0f}")
+    marks = sorted({0, *range(args.window - 1, args.steps, max(1, args.steps // 10)), args.steps - 1})
+    print("KL curves (moving average) at steps", [m + 1 for m in marks])
+    for name, r in results.items():
+        curve = moving_average(r["kl"], args.window)
+        print(f"{name:>9}: " + " ".join(f"{curve[m]:.4f}" for m in marks if m < len(curve)))
+    return uniform_final
 
 
 def main() -> None:
@@ -111,23 +128,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     chosen = selections(args, load_config(resolve_model_dir(args.model)).num_layers)
     results = {name: run(args, name, layers) for name, layers in chosen.items()}
+    uniform_final = print_kl(args, results)  # before the (slower) accuracy runs
     teacher = accuracy(args, args.model)
-    uniform_final = moving_average(results["uniform"]["kl"], args.window)[-1]
-    uniform_steps = steps_to_reach(moving_average(results["uniform"]["kl"], args.window), uniform_final)
-    print(f"teacher accuracy: {teacher}")
-    print(f"{'selection':>9} {'layers':>14} {'KL@1':>8} {'KL@end':>8} {'steps to uniform KL':>20} {'ratio':>6}  accuracy (vs teacher)")
+    print(f"held-out accuracy, {args.eval_n} problems per task; teacher: {teacher}")
     for name, r in results.items():
-        curve = moving_average(r["kl"], args.window)
-        r["steps_to_uniform_final"] = steps = steps_to_reach(curve, uniform_final)
-        r["ratio_vs_uniform"] = ratio = steps / uniform_steps if steps else None
-        acc = ", ".join(f"{t} {a:.1%} ({a / teacher[t]:.0%})" if teacher.get(t) else f"{t} {a:.1%}" for t, a in r["accuracy"].items())
-        print(f"{name:>9} {str(r['layers']):>14} {r['kl'][0]:8.4f} {curve[-1]:8.4f} {str(steps):>20} "
-              f"{f'{ratio:.2f}' if ratio else '-':>6}  {acc}")
-    marks = sorted({0, *range(args.window - 1, args.steps, max(1, args.steps // 10)), args.steps - 1})
-    print("KL curves (moving average) at steps", [m + 1 for m in marks])
-    for name, r in results.items():
-        curve = moving_average(r["kl"], args.window)
-        print(f"{name:>9}: " + " ".join(f"{curve[m]:.4f}" for m in marks if m < len(curve)))
+        r["accuracy"] = accuracy(args, args.out / name / "distilled")
+        print(f"{name:>9}: " + ", ".join(f"{t} {a:.1%} ({a / teacher[t]:.0%} of teacher)" if teacher.get(t) else f"{t} {a:.1%}"
+                                         for t, a in r["accuracy"].items()))
     (args.out / "compare.json").write_text(json.dumps({"teacher_accuracy": teacher, "uniform_final_kl": uniform_final,
                                                        "runs": results, "settings": vars(args)}, default=str, indent=1))
 
