@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rad.decode.draft_policy import AdaptiveExit, DraftPolicy
-from rad.decode.generate import generate
+from rad.decode.generate import GenerationOutput, generate
 from rad.decode.sampling import SamplingConfig
-from rad.decode.speculative import speculative_generate
+from rad.decode.speculative import measured_speedup, speculative_generate
 from rad.errors import RadError
 from rad.model.convert import convert
 from rad.data import math
@@ -174,6 +174,15 @@ def test_adaptive_threshold_moves_toward_the_target():
     assert torch.allclose(exit_.threshold, torch.tensor([0.6, 0.4, 0.5, 0.5]))
     probs = torch.tensor([[0.55, 0.45], [0.55, 0.45], [0.55, 0.45], [0.45, 0.55]])
     assert exit_.keep_drafting(probs).tolist() == [False, True, True, True]
+
+
+def test_measured_speedup_leaves_out_plain_decodings_stop_check_overrun():
+    """By hand: plain decoding ran 16 steps (15 forwards) where its longest row needed 9 tokens (8)."""
+    tokens = [[1] * 9, [2] * 4]
+    plain = GenerationOutput(tokens, prefill_s=0.1, decode_s=1.5, extra={"steps": 16})
+    spec = GenerationOutput(tokens, prefill_s=0.1, decode_s=0.4)
+    assert measured_speedup(spec, plain) == pytest.approx((1.5 * 8 / 15) / 0.4)
+    assert measured_speedup(GenerationOutput([[1]], 0.1, 0.0), GenerationOutput([[1]], 0.1, 0.0, {"steps": 1})) is None
 
 
 def test_bad_arguments_are_clear_errors(llama):

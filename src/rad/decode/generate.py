@@ -127,4 +127,5 @@ def generate(
     end = time.perf_counter()
 
     rows = [trim_at_stop(row, set(stop_tokens)) for row in out[:, :steps].tolist()]
-    return GenerationOutput(rows, prefill_end - start, end - prefill_end)
+    # steps: tokens chosen per row, past the stop tokens of rows that finished before the last check
+    return GenerationOutput(rows, prefill_end - start, end - prefill_end, extra={"steps": steps})

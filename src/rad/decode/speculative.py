@@ -174,16 +174,22 @@ def speculative_generate(
     result = SpeculativeOutput(rows, prefill_end - start, end - prefill_end, stats=stats)
     if measure_plain:
         result.plain = generate(model, prompts, max_new_tokens, sampling, stop_tokens)
-        stats.speedup_measured = _decode_speedup(result, result.plain)
+        stats.speedup_measured = measured_speedup(result, result.plain)
     if model_cost and stats.verify_forwards:
         stats.speedup_modeled = measure_costs(model, batch, capacity, draft_len + 1).speedup(stats, len(skip))
     return result
 
 
-def _decode_speedup(fast: GenerationOutput, slow: GenerationOutput) -> float | None:
-    """Ratio of decode-phase tokens/s (each row's first token comes from the prefill, the same in both)."""
-    def rate(out: GenerationOutput) -> float:
-        return (out.num_tokens - len(out.tokens)) / out.decode_s if out.decode_s > 0 else 0.0
+def measured_speedup(spec: GenerationOutput, plain: GenerationOutput) -> float | None:
+    """Ratio of decode-phase tokens/s (each row's first token comes from the prefill, the same in both).
 
-    slow_rate = rate(slow)
-    return rate(fast) / slow_rate if slow_rate > 0 else None
+    Plain decoding looks for finished rows only every few steps (STOP_CHECK_INTERVAL), so it may run
+    steps past the end of its longest row; its time is cut to the steps that row needed, so that the
+    ratio measures speculation, not that throttle (which would flatter short, stopped generations).
+    """
+    decoded = [sum(len(row) - 1 for row in out.tokens) for out in (spec, plain)]
+    forwards_needed, forwards_run = max(len(row) for row in plain.tokens) - 1, plain.extra["steps"] - 1
+    plain_s = plain.decode_s * forwards_needed / forwards_run if forwards_run else 0.0
+    if spec.decode_s <= 0 or plain_s <= 0:
+        return None
+    return (decoded[0] / spec.decode_s) / (decoded[1] / plain_s)
