@@ -34,6 +34,3 @@ def top_k(z: Mapping[int, float], k: int) -> Skip:
     ranked = sorted(z, key=lambda layer: (-z[layer], layer))
     return tuple(sorted(ranked[:k]))
 
-
-def format_skip(skip: Sequence[int]) -> str:
-    return ",".join(map(str, sorted(skip)))
