@@ -160,3 +160,14 @@ def test_schema_validator_catches_what_is_wrong():
         "$.a[1]: -1 is below the minimum 0", "$.a[2]: expected integer, got bool",
         "$.b: 2 is above the maximum 1", "$: unexpected 'c'"]
     assert schema_errors({}, schema) == ["$: missing 'a'"]
+
+
+def test_pooled_statistics_weigh_each_run_by_its_tokens():
+    from rad.search.speedup import summarise
+
+    runs = [{"tokens": 10, "accepted": 6, "drafted": 8, "steps": 4, "speedup_modeled": 2.0, "speedup_measured": None},
+            {"tokens": 30, "accepted": 2, "drafted": 12, "steps": 6, "speedup_modeled": 1.0, "speedup_measured": None}]
+    pooled = summarise(runs)
+    assert pooled["speedup_modeled"] == pytest.approx(40 / (10 / 2 + 30 / 1))  # total plain time / total speculative
+    assert pooled["acceptance_rate"] == pytest.approx(8 / 20) and pooled["mean_accepted"] == pytest.approx(8 / 10)
+    assert pooled["speedup_measured"] is None and pooled["tokens"] == 40
