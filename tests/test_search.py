@@ -171,3 +171,10 @@ def test_pooled_statistics_weigh_each_run_by_its_tokens():
     assert pooled["speedup_modeled"] == pytest.approx(40 / (10 / 2 + 30 / 1))  # total plain time / total speculative
     assert pooled["acceptance_rate"] == pytest.approx(8 / 20) and pooled["mean_accepted"] == pytest.approx(8 / 10)
     assert pooled["speedup_measured"] is None and pooled["tokens"] == 40
+
+
+def test_storage_urls_are_recorded_without_their_password():
+    from rad.search.diagnose import hide_password
+
+    assert hide_password("postgresql://rad:secret@db.example/studies") == "postgresql://rad:***@db.example/studies"
+    assert hide_password("sqlite:////tmp/out/study.db") == "sqlite:////tmp/out/study.db"
