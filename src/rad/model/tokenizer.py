@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rad.errors import RadError
@@ -11,10 +12,18 @@ def load_tokenizer(model_dir: Path):
     """The folder's fast tokenizer (`tokenizer.json` + `tokenizer_config.json`), never from the network."""
     if not (Path(model_dir) / "tokenizer.json").is_file():
         raise RadError(f"{model_dir} has no tokenizer.json; rad needs the checkpoint's fast tokenizer")
-    from transformers import AutoTokenizer  # imported here: it is slow and only text I/O needs it
+    from transformers import AutoConfig, AutoTokenizer  # imported here: it is slow and only text I/O needs it
 
+    # AutoTokenizer reads config.json; rad's own hybrid model_type is unknown to it (a warning on every
+    # command), so it gets the source family's config, which is also what picks the tokenizer class.
     try:
-        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        raw = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        raw = {}  # the model loader reports a missing or broken config.json
+    family = raw.get("rad_config", {}).get("model_type") if raw.get("model_type") == "rad_hybrid" else None
+    extra = {"config": AutoConfig.for_model(family)} if family else {}
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, **extra)
     except (OSError, ValueError) as err:
         raise RadError(f"cannot load the tokenizer in {model_dir}: {err}") from None
 
