@@ -56,11 +56,12 @@ class SearchResult:
 
 def make_sampler(name: str, layers: Sequence[int], k: int, seed: int, deterministic: bool = True) -> TopKSampler:
     """`deterministic`: the objective gives the same value for the same set (modeled mode), so the GP
-    fits it without a noise term. The model-based samplers start after n/k trials that skip every layer
-    once (TopKSampler.start_up), not after Optuna's 10 random ones: with 8 layers that is 2 to 4 trials. On
-    synthetic objectives (8 layers, 11 seeds) the median trials to the optimum went from 9 (5 random start-up
-    trials) to 7 at k = 4, and stayed 7 at k = 2; random search needed 18 and 12."""
-    startup = math.ceil(len(layers) / k)
+    fits it without a noise term. The model-based samplers start after n/k trials (at least 4) whose sets
+    skip every layer once (TopKSampler.start_up), not after Optuna's 10 random ones. Measured with
+    benchmarks/search.py's loop on a partly trained demo checkpoint (8 layers, 11 seeds, median trials to
+    the exhaustive optimum): k = 4 took 19 trials with 2 start-up trials, 13 with 4, 12 with 6, 14 with 8;
+    k = 2 took 8 with 4, 15 with 6, 12 with 8; random search needed 37 and 11."""
+    startup = max(4, math.ceil(len(layers) / k))
     with warnings.catch_warnings():  # both options are marked experimental in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "gp":
