@@ -77,6 +77,9 @@ def trials_to_optimum(objective, layers, k, seed, sampler="gp", limit=30):
 def test_gp_search_finds_the_exhaustive_optimum_within_30_trials_for_4_of_5_seeds():
     found = [trials_to_optimum(additive_objective(seed, 8)[0], 8, 3, seed) for seed in range(5)]
     assert sum(n is not None for n in found) >= 4, found
+    # Random search (24, 6, 34, 31, 24 here) passes the line above one time in four; it would pass this
+    # one (a median of at most 12 of the 56 sets) about one time in fifteen.
+    assert sorted(n or 31 for n in found)[2] <= 12, found
 
 
 def test_each_set_is_evaluated_once_and_trials_never_repeat_a_set():
