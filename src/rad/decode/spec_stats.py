@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 
 @dataclass
 class SpecStats:
@@ -20,18 +18,6 @@ class SpecStats:
     verify_forwards: int = 0  # batched forwards of the full model, each over 1 + the step's drafts
     speedup_measured: float | None = None  # tokens/s over plain decoding of the same prompts, same call
     speedup_modeled: float | None = None  # from the cost model (rad.decode.cost_model)
-
-    @classmethod
-    def empty(cls, draft_len: int) -> SpecStats:
-        return cls(draft_len, [0] * (draft_len + 1))
-
-    def record(self, accepted: torch.Tensor, drafted: torch.Tensor, live: torch.Tensor, draft_forwards: int):
-        """Add one verify step: per row `accepted` and `drafted` counts, counted where `live`."""
-        counts = torch.bincount(accepted[live], minlength=self.draft_len + 1).tolist()
-        self.histogram = [a + b for a, b in zip(self.histogram, counts)]
-        self.drafted += int(drafted[live].sum())
-        self.draft_forwards += draft_forwards
-        self.verify_forwards += 1
 
     @property
     def steps(self) -> int:

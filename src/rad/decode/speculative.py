@@ -72,7 +72,9 @@ class _Speculator:
         lengths = torch.zeros_like(budget)
         active = budget > 0
         token = pending
-        while bool(active.any()):
+        for _ in range(int(budget.max())):  # one host sync; under an adaptive exit rows may stop sooner
+            if self.exit is not None and not bool(active.any()):
+                break
             logits = self.model(token[:, None], cache.lengths[:, None], cache, self.skip)[:, -1]
             cache.advance(1)
             if self.sampling.greedy:
@@ -131,7 +133,10 @@ def speculative_generate(
     span = max_new_tokens + draft_len + 1  # token positions a row can write to, drafts past its end included
     capacity = ids.shape[1] + span
     speculator = _Speculator(model, skip, sampling, policy, batch, span)
-    stats = SpecStats.empty(draft_len)
+    # Statistics stay on the device until the end (no host sync per step); the last bin counts finished rows.
+    histogram = torch.zeros(draft_len + 2, dtype=torch.long, device=device)
+    drafted = torch.zeros((), dtype=torch.long, device=device)
+    draft_forwards = verify_forwards = 0
     stops = torch.tensor(stop_tokens, dtype=torch.long, device=device)
     out = torch.zeros(batch, span, dtype=torch.long, device=device)
 
@@ -155,7 +160,9 @@ def speculative_generate(
         accepted, following = speculator.verify(cache, pending, drafts, draft_probs, draft_lens, count)
         keep = torch.where(live, accepted + 1, 0)  # the pending token and the accepted drafts enter the cache
         cache.rollback(before + keep)
-        stats.record(accepted, draft_lens, live, drafts.shape[1])
+        histogram += torch.bincount(torch.where(live, accepted, draft_len + 1), minlength=draft_len + 2)
+        drafted += (draft_lens * live).sum()
+        draft_forwards, verify_forwards = draft_forwards + drafts.shape[1], verify_forwards + 1
         if speculator.exit is not None:
             speculator.exit.update(accepted, draft_lens, live)
 
@@ -171,6 +178,7 @@ def speculative_generate(
 
     stop_set = set(stop_tokens)
     rows = [trim_at_stop(row[:n], stop_set) for row, n in zip(out.tolist(), count.tolist())]
+    stats = SpecStats(draft_len, histogram[:-1].tolist(), int(drafted), draft_forwards, verify_forwards)
     result = SpeculativeOutput(rows, prefill_end - start, end - prefill_end, stats=stats)
     if measure_plain:
         result.plain = generate(model, prompts, max_new_tokens, sampling, stop_tokens)
