@@ -4,11 +4,12 @@ and acceptance statistics, so that the layer search has an objective that a nois
 Timing, once per model, device, dtype, batch size, cache length and verify width (then cached): whole
 forwards of the full model on w tokens per row, queries at the end of a cache of the run's length
 (attention reads every slot of the preallocated cache, so its length sets the cost), at w = 1 (a decode
-step) and w = W (a verification). Hooks time each sub-layer inside those forwards, where its weights
-compete for the caches as they do when decoding (timed alone, a small layer stays cache-hot and looks
-several times cheaper). Each segment of the forward (a sub-layer, or the stretch between two) keeps its
+step) and w = W (a verification). Hooks time each sub-layer inside those forwards, as it runs when
+decoding (its weights competing for the caches with the other layers'), without calling a layer's
+internals directly. Each segment of the forward (a sub-layer, or the stretch between two) keeps its
 least time over the repetitions: interference from other work only ever adds time, and a least per
-segment needs one undisturbed pass per segment, not one undisturbed forward. From those:
+segment needs one undisturbed pass per segment, not one undisturbed forward (on a busy machine a whole
+forward is rarely undisturbed: its least time came out up to twice the sum of its parts). From those:
   a(w)  one attention sub-layer (input norm and attention over the cache), averaged over the layers,
   m(w)  one MLP sub-layer (post-attention norm and MLP), averaged over the layers,
   r(w)  the rest of the forward: embedding, residual adds, final norm, LM head, a hybrid's SSM mixers
