@@ -2,7 +2,7 @@
 
 For each model: a 256-token prompt, 128 new tokens, both implementations in turn (several
 repetitions after a warm-up), the outputs checked equal, then the median tokens/s of each and the
-ratio rad / transformers. Run: python benchmarks/decode.py [--reps 5]
+ratio rad / transformers. Run: python benchmarks/decode.py [--reps 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, help="torch CPU threads for both sides (1 on a machine busy with other work)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps}")
     for name, shape in MODELS.items():
         bench_model(name, shape, args.prompt_len, args.new_tokens, args.reps)
