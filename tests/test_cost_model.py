@@ -15,10 +15,7 @@ from test_generate import random_prompts
 
 @pytest.fixture(scope="module")
 def llama(llama_dir):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # timings of a tiny model are steadier on one thread
-    yield load_model(llama_dir)
-    torch.set_num_threads(before)
+    return load_model(llama_dir)  # on one thread (conftest): timings of a tiny model are steadier
 
 
 def test_modeled_speedup_by_hand():

@@ -21,15 +21,6 @@ from test_generate import random_prompts
 SAMPLED = SamplingConfig(temperature=1.1, top_p=0.9, seed=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one intra-op thread, and do not stall when the other core is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def llama(llama_dir):
     return load_model(llama_dir)
