@@ -11,11 +11,12 @@ def format_table(diagnosis: dict) -> str:
         rows += [(name, b["skip"], b["value"], b["acceptance_rate"])
                  for name, b in result["baselines"].items()]
         for name, layers, value, acceptance in rows:
-            lines.append(f"{k:>3}  {name:<16}{','.join(map(str, layers)):<20}{value:>22.3f}{acceptance:>12.2f}")
-        trials, found = len(result["trials"]), result["baselines"].get("exhaustive", {}).get("regret")
+            shown = "-" if acceptance is None else f"{acceptance:.2f}"  # an objective may not report one
+            lines.append(f"{k:>3}  {name:<16}{','.join(map(str, layers)):<20}{value:>22.3f}{shown:>12}")
+        trials, regret = len(result["trials"]), result["baselines"].get("exhaustive", {}).get("regret")
         note = f"     {trials} trials, {result['evaluated_sets']} sets evaluated"
-        if found is not None:
-            note += f", regret vs exhaustive {found:.4f}"
+        if regret is not None:
+            note += f", regret vs exhaustive {regret:.4f}"
         measured = result["speedup_measured"]
         if measured is not None:
             note += f", best set measured {measured:.2f}x"
