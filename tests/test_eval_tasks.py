@@ -31,7 +31,7 @@ def test_generated_tasks_use_the_test_split():
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"question": "q", "answer": "#### 3"}\nnot json\n', ":2: not a GSM8K record"),
+    ('{"question": "q", "answer": "#### 3"}\nnot json\n', ":2: not valid JSON"),
     ('{"question": "q"}\n', ":1: not a GSM8K record"),
     ('{"question": "q", "answer": "no mark"}\n', ":1: the answer has no"),
     ("\n", "holds no records"),

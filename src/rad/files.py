@@ -34,3 +34,23 @@ def atomic_write_json(path: str | Path, data) -> Path:
 
 def atomic_write_jsonl(path: str | Path, records) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_jsonl(path: str | Path, what: str) -> list[tuple[int, object]]:
+    """(line number, parsed JSON) for every non-empty line of a user's jsonl file; `what` names the file
+    in errors ("gsm8k file", "data file", ...), which give the line number of a malformed line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RadError(f"{what} {path} does not exist")
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise RadError(f"{path}:{number}: not valid JSON ({err})") from None
+    if not records:
+        raise RadError(f"{what} {path} holds no records")
+    return records

@@ -11,7 +11,6 @@ process and after a resume: the data position is just a row index.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 
 from rad.data import code, math
 from rad.errors import RadError
+from rad.files import read_jsonl
 
 TASKS = {"math": math, "code": code}
 TASK_CHUNK = 2000  # problems generated per round; a new round uses a new seed
@@ -68,21 +68,12 @@ def task_documents(names: list[str], tokenizer, seed: int, assistant_only: bool)
                 yield prompt + completion, [not assistant_only] * len(prompt) + [True] * len(completion)
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_records(path: Path) -> list[dict]:
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise RadError(f"{path}:{number}: not valid JSON ({err})") from None
-            if not (isinstance(record, dict) and (isinstance(record.get("text"), str) or isinstance(record.get("messages"), list))):
-                raise RadError(f"{path}:{number}: expected {{\"text\": ...}} or {{\"messages\": [...]}}")
-            records.append(record)
-    if not records:
-        raise RadError(f"data file {path} holds no records")
+    for number, record in read_jsonl(path, "data file"):
+        if not (isinstance(record, dict) and (isinstance(record.get("text"), str) or isinstance(record.get("messages"), list))):
+            raise RadError(f"{path}:{number}: expected {{\"text\": ...}} or {{\"messages\": [...]}}")
+        records.append(record)
     return records
 
 
@@ -109,7 +100,7 @@ def jsonl_documents(path: Path, tokenizer, seed: int, assistant_only: bool) -> I
     """The file's documents, reshuffled each epoch (order depends only on seed and epoch)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     docs = []
-    for record in read_jsonl(path):
+    for record in read_records(path):
         if "messages" in record:
             docs.append(chat_document(record["messages"], tokenizer, assistant_only))
         else:

@@ -7,13 +7,13 @@ pass@k instead (rad.eval.humaneval) and is dispatched in rad.eval.accuracy.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rad.data import code, math
 from rad.errors import RadError
+from rad.files import read_jsonl
 
 TASK_NAMES = ("math", "code", "humaneval", "gsm8k:PATH.jsonl")
 GENERATED = {"math": math, "code": code}
@@ -58,21 +58,13 @@ def load_task(spec: str, n: int, seed: int = 0) -> ExactMatchTask:
 
 def read_gsm8k(path: Path) -> list[EvalItem]:
     """GSM8K-format items; a malformed line is an error that names its line number."""
-    if not path.is_file():
-        raise RadError(f"gsm8k file {path} does not exist")
     items = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                question, answer = record["question"], math.extract_answer(record["answer"])
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise RadError(f"{path}:{number}: not a GSM8K record with 'question' and 'answer' ({err})") from None
-            if answer is None:
-                raise RadError(f"{path}:{number}: the answer has no '#### <integer>' line")
-            items.append(EvalItem(f"gsm8k/{number}", math.format_prompt(question), answer))
-    if not items:
-        raise RadError(f"gsm8k file {path} holds no records")
+    for number, record in read_jsonl(path, "gsm8k file"):
+        try:
+            question, answer = record["question"], math.extract_answer(record["answer"])
+        except (KeyError, TypeError) as err:
+            raise RadError(f"{path}:{number}: not a GSM8K record with 'question' and 'answer' ({err})") from None
+        if answer is None:
+            raise RadError(f"{path}:{number}: the answer has no '#### <integer>' line")
+        items.append(EvalItem(f"gsm8k/{number}", math.format_prompt(question), answer))
     return items

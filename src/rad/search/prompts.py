@@ -7,11 +7,11 @@ stays untouched by the choice of layers), `jsonl:PATH` (one JSON object per line
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rad.data import code, math
 from rad.errors import RadError
+from rad.files import read_jsonl
 
 GENERATORS = {"math": math, "code": code}
 SOURCE_FORMS = "task:math, task:code, jsonl:PATH or text:PATH"
@@ -42,10 +42,9 @@ def _read_lines(path: Path) -> list[str]:
 
 def _read_jsonl(path: Path) -> list[str]:
     prompts = []
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, record in read_jsonl(path, "prompt file"):
         try:
-            record = json.loads(line)
             prompts.append(str(record["prompt"] if "prompt" in record else record["text"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise RadError(f"{path}, record {number}: not a JSON object with a 'prompt' or 'text' field ({err})") from None
+        except (KeyError, TypeError) as err:
+            raise RadError(f"{path}:{number}: not a JSON object with a 'prompt' or 'text' field ({err})") from None
     return prompts
