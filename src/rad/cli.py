@@ -208,17 +208,28 @@ def cmd_demo(args) -> None:
     print(summary_table(summaries))
 
 
+def add_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model folder (HF layout) or 'demo'")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """--device, --dtype and --json, shared by the commands that load a model."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rad", description="Redundancy-Aware Distillation: Transformer -> hybrid Transformer-SSM")
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="describe a checkpoint folder")
-    info.add_argument("model", help="model folder (HF layout) or 'demo'")
+    add_model_arg(info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(func=cmd_info)
 
     gen = sub.add_parser("generate", help="generate text from a prompt")
-    gen.add_argument("model", help="model folder (HF layout) or 'demo'")
+    add_model_arg(gen)
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--skip", default="", help="attention layers to skip, e.g. 1,3,5 (with --speculative: in the draft only)")
@@ -231,13 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
-    gen.add_argument("--device", default="cpu")
-    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    add_runtime_args(gen, json_help="print one JSON object")
     gen.set_defaults(func=cmd_generate)
 
     diag = sub.add_parser("diagnose", help="find the redundant attention layers (Bayesian search over skip sets)")
-    diag.add_argument("model", help="model folder (HF layout) or 'demo'")
+    add_model_arg(diag)
     diag.add_argument("--k", required=True, help="how many attention layers to skip; several: 2,4,6")
     diag.add_argument("--trials", type=int, default=50, help="trials per k (a resumed study counts its old ones)")
     diag.add_argument("--prompts", action="append", metavar="SOURCE",
@@ -254,13 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--resume", action="store_true", help="continue the study already in --out (or --storage)")
     diag.add_argument("--storage", help="Optuna storage URL shared by several workers (default: sqlite in --out)")
     diag.add_argument("--out", required=True, help="folder for diagnosis.json, diagnosis.png and study.db")
-    diag.add_argument("--device", default="cpu")
-    diag.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    diag.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+    add_runtime_args(diag, json_help="print the diagnosis as one JSON object")
     diag.set_defaults(func=cmd_diagnose)
 
     ev = sub.add_parser("eval", help="generation-based accuracy on a task")
-    ev.add_argument("model", help="model folder (HF layout) or 'demo'")
+    add_model_arg(ev)
     ev.add_argument("--task", required=True, help="math | code | humaneval | gsm8k:PATH.jsonl")
     ev.add_argument("--n", type=int, default=200, help="number of problems")
     ev.add_argument("--seed", type=int, default=0, help="which held-out problems (math, code)")
@@ -268,9 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=int, default=256)
     ev.add_argument("--skip", default="", help="evaluate with these attention layers skipped, e.g. 1,3")
     ev.add_argument("--records", help="write one JSON line per problem to this file")
-    ev.add_argument("--device", default="cpu")
-    ev.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_runtime_args(ev, json_help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
 
     bench = sub.add_parser("bench", help="decode tokens/s, time to first token and memory, per model, context and batch")
@@ -286,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     conv = sub.add_parser("convert", help="replace attention layers by Mamba2 mixers (a hybrid model folder)")
-    conv.add_argument("model", help="model folder (HF layout) or 'demo'")
+    add_model_arg(conv)
     conv.add_argument("--layers", help="attention layers to replace, e.g. 1,3,5")
     conv.add_argument("--diagnosis", help="diagnosis.json from `rad diagnose`: replace its best layers for --k")
     conv.add_argument("--k", type=int, help="with --diagnosis: how many layers to replace")
@@ -330,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist.set_defaults(func=cmd_distill)
 
     run = sub.add_parser("run", help="the whole pipeline: diagnose, convert, distill, eval, bench, report")
-    run.add_argument("model", help="model folder (HF layout) or 'demo'")
+    add_model_arg(run)
     run.add_argument("--k", type=int, required=True, help="how many attention layers to replace")
     run.add_argument("--out", required=True, help="run folder; re-running resumes where it stopped")
     run.add_argument("--teacher", help="distillation teacher (default: the model itself)")
