@@ -181,3 +181,23 @@ def test_storage_urls_are_recorded_without_their_password():
 
     assert hide_password("postgresql://rad:secret@db.example/studies") == "postgresql://rad:***@db.example/studies"
     assert hide_password("sqlite:////tmp/out/study.db") == "sqlite:////tmp/out/study.db"
+
+
+def test_two_workers_share_one_study(tmp_path):
+    """What `--storage URL` is for: workers add trials to one study until it holds n_trials between them."""
+    import threading
+
+    storage, (objective, _) = f"sqlite:///{tmp_path / 'shared.db'}", additive_objective(7, 8)
+    run_search(CachedObjective(objective), list(range(8)), 3, 2, storage=storage, sampler="tpe")  # the first worker
+    caches = [CachedObjective(Counting(objective)) for _ in range(2)]
+    workers = [threading.Thread(target=run_search, args=(cache, list(range(8)), 3, 12),
+                                kwargs=dict(storage=storage, sampler="tpe", seed=w, resume=True))
+               for w, cache in enumerate(caches)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    result = run_search(CachedObjective(objective), list(range(8)), 3, 12, storage=storage, resume=True)
+    assert 12 <= len(result.trials) <= 13  # each worker stops once the study is full: at most one trial over
+    assert all(cache.objective.calls for cache in caches)  # both joined in
+    assert len({t.skip for t in result.trials}) >= len(result.trials) - 1  # at most one race on the same set
