@@ -87,7 +87,7 @@ def cmd_diagnose(args) -> None:
         prompts=args.prompts or ["task:math"], n_prompts=args.n_prompts, max_new_tokens=args.max_new_tokens,
         draft_len=args.draft_len, objective=args.objective, sampler=args.sampler, seed=args.seed,
         exclude_first=args.exclude_first, exclude_last=args.exclude_last, resume=args.resume,
-        storage=args.storage, device=args.device, dtype=args.dtype, progress=not args.json,
+        storage=args.storage, device=args.device, dtype=args.dtype, threads=args.threads, progress=not args.json,
     )
     diagnosis = diagnose(config)
     if args.json:
@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--resume", action="store_true", help="continue the study already in --out (or --storage)")
     diag.add_argument("--storage", help="Optuna storage URL shared by several workers (default: sqlite in --out)")
     diag.add_argument("--out", required=True, help="folder for diagnosis.json, diagnosis.png and study.db")
+    diag.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a busy machine)")
     add_runtime_args(diag, json_help="print the diagnosis as one JSON object")
     diag.set_defaults(func=cmd_diagnose)
 
