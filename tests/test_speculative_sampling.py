@@ -16,7 +16,6 @@ from rad.decode.draft_policy import DraftPolicy
 from rad.decode.sampling import SamplingConfig, distribution, draw
 from rad.decode.verify import accept_sampled
 from rad.model.io import load_model
-from test_speculative import one_thread  # noqa: F401 (autouse: one intra-op thread here too)
 
 VOCAB, NEW_TOKENS, ROWS = 4, 4, 6000
 PROMPT = [1, 3, 0, 2, 2]
