@@ -52,6 +52,8 @@ class DiagnoseConfig:
         """Mistakes that need no model: fail before the slow part starts."""
         if not self.ks:
             raise RadError("--k needs at least one value, e.g. --k 2 or --k 2,4")
+        if len(set(self.ks)) != len(self.ks):
+            raise RadError(f"--k repeats a value: {','.join(map(str, self.ks))}")
         if self.threads < 0:
             raise RadError(f"--threads must be 0 (torch's default) or more, got {self.threads}")
         if self.trials < 1:
