@@ -149,11 +149,20 @@ def _os_prefix(backend: str, root: str) -> list[str]:
         # No --new-session: the program must stay in our process group; it has no terminal to abuse anyway.
         return ["bwrap", "--unshare-all", "--die-with-parent", "--uid", str(NOBODY[0]), "--gid", str(NOBODY[1]),
                 "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                "--bind", root, root, "--chdir", root]
+                *_reexposed_under_tmp(), "--bind", root, root, "--chdir", root]
     if backend == "unshare":
         user = [] if os.geteuid() == 0 else ["--user"]  # without root, new namespaces need a user namespace
         return ["unshare", *user, "--net", "--ipc", "--pid", "--fork", "--kill-child"]
     return []
+
+
+def _reexposed_under_tmp() -> list[str]:
+    """Read-only binds for what the child needs that the empty /tmp would hide: the interpreter, its
+    environment and this file, when they live under /tmp (a checkout or venv made there, as CI may)."""
+    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable),
+                                            os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(__file__))}
+    under_tmp = sorted(p for p in needed if p == "/tmp" or p.startswith("/tmp/"))
+    return [arg for p in under_tmp for arg in ("--ro-bind", p, p)]
 
 
 def _works(command: list[str]) -> bool:
