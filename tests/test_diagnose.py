@@ -110,6 +110,7 @@ def test_several_k_excluded_layers_and_measured_objective(redundant_dir, tmp_pat
     (["--k", "2", "--out", "{tmp}/a_file/out"], "cannot create the output folder"),
     (["--k", "two"], "--k must be comma-separated integers"),
     (["--k", "2,2"], "--k repeats a value"),
+    (["--k", "1", "--storage", "nosuchdb://somewhere/studies"], "cannot open the study storage"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(redundant_dir, tmp_path, capsys, args, message):
     (tmp_path / "a_file").write_text("not a folder")

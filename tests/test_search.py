@@ -3,6 +3,7 @@ de-duplicating sampler, the study (cache, resume), baselines, redundancy and the
 
 import itertools
 import math
+import time
 
 import numpy as np
 import pytest
@@ -189,7 +190,11 @@ def test_two_workers_share_one_study(tmp_path):
 
     storage, (objective, _) = f"sqlite:///{tmp_path / 'shared.db'}", additive_objective(7, 8)
     run_search(CachedObjective(objective), list(range(8)), 3, 2, storage=storage, sampler="tpe")  # the first worker
-    caches = [CachedObjective(Counting(objective)) for _ in range(2)]
+    def slow(skip):  # long enough that neither worker can fill the study before the other starts
+        time.sleep(0.05)
+        return objective(skip)
+
+    caches = [CachedObjective(Counting(slow)) for _ in range(2)]
     workers = [threading.Thread(target=run_search, args=(cache, list(range(8)), 3, 12),
                                 kwargs=dict(storage=storage, sampler="tpe", seed=w, resume=True))
                for w, cache in enumerate(caches)]

@@ -81,7 +81,9 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
     if url is None:
         return None
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S)
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S)
     except Exception as err:  # sqlalchemy raises its own types for bad URLs and unreachable databases
         raise RadError(f"cannot open the study storage '{url}': {err}") from None
 
@@ -121,7 +123,7 @@ def record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 
 
 def run_search(objective: CachedObjective, eligible: Sequence[int], k: int, n_trials: int, *,
-               sampler: str = "gp", seed: int = 0, storage=None, study_name: str | None = None,
+               sampler: str = "gp", seed: int = 0, storage: str | None = None, study_name: str | None = None,
                settings: dict | None = None, resume: bool = False, deterministic: bool = True,
                progress: bool = False, callbacks: Sequence[Callable] = ()) -> SearchResult:
     """Run until the study holds `n_trials` completed trials (counting those of earlier runs), or one per
@@ -129,6 +131,7 @@ def run_search(objective: CachedObjective, eligible: Sequence[int], k: int, n_tr
     check_k(k, eligible)
     n_trials = min(n_trials, math.comb(len(eligible), k))
     topk_sampler = make_sampler(sampler, eligible, k, seed, deterministic)
+    storage = make_storage(storage) if isinstance(storage, str) else storage
     study = open_study(storage, study_name or f"k{k}", topk_sampler,
                        {"k": k, "eligible": list(eligible), **(settings or {})}, resume)
 
