@@ -39,16 +39,6 @@ def save_model(folder, layers: int, attention_scale: dict[int, float], seed: int
     return folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices gain nothing from a second thread, and on a busy machine waiting for it costs
-    milliseconds per op (measured: 20 ms vs 0.02 ms per attention call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def redundant_dir(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("redundant"), 6, {layer: 1e-6 for layer in QUIET})
