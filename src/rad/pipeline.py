@@ -45,6 +45,7 @@ class RunConfig:
     tasks: list[str] = field(default_factory=lambda: ["math", "code"])
     eval_n: int = 200
     eval_max_new_tokens: int = 160
+    eval_batch_size: int = 32
     # bench
     contexts: list[int] = field(default_factory=lambda: [256, 1024, 4096])
     batch_sizes: list[int] = field(default_factory=lambda: [1])
@@ -165,6 +166,7 @@ def run_eval(config: RunConfig, _) -> dict:
         results[name] = {}
         for task in config.tasks:
             result = evaluate(model, tokenizer, EvalConfig(task=task, n=config.eval_n, seed=config.seed,
+                                                           batch_size=config.eval_batch_size,
                                                            max_new_tokens=config.eval_max_new_tokens))
             atomic_write_jsonl(config.stage_dir("eval") / f"{name}-{result['task']}.jsonl", result.pop("records"))
             results[name][result["task"]] = result
