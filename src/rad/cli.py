@@ -196,7 +196,8 @@ def cmd_run(args) -> None:
     config = RunConfig(model=args.model, k=args.k, out=args.out, teacher=args.teacher, data=args.data,
                        price_per_hour=args.price_per_hour, trials=args.trials, stage1_steps=args.stage1_steps,
                        stage2_steps=args.stage2_steps, eval_n=args.eval_n,
-                       contexts=parse_int_list(args.contexts, "--contexts"), device=args.device, seed=args.seed)
+                       contexts=parse_int_list(args.contexts, "--contexts"), device=args.device, seed=args.seed,
+                       threads=args.threads)
     run(config, log=lambda line: print(line, flush=True))
 
 
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--contexts", default="256,1024,4096", help="benchmark contexts")
     run.add_argument("--device", default="cpu")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a busy machine)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="rad run on the shipped demo model, sized for a laptop CPU")

@@ -12,6 +12,7 @@ def demo_config(out: str) -> RunConfig:
         model="demo", k=2, out=out, trials=20, n_prompts=4, diagnose_new_tokens=24,
         stage1_steps=120, batch_size=8, seq_len=256, lr=2e-3,
         eval_n=100, contexts=[256, 1024, 4096], batch_sizes=[1], bench_new_tokens=32, bench_reps=3,
+        threads=1,  # a 6.5M-parameter model gains little from a second thread and stalls when the core is busy
     )
 
 

@@ -53,6 +53,7 @@ class RunConfig:
     bench_reps: int = 3
     seed: int = 0
     device: str = "cpu"
+    threads: int = 0  # torch CPU threads (0: torch's default); 1 is far faster on a busy machine
 
     @property
     def out_dir(self) -> Path:
@@ -96,6 +97,10 @@ def check_run(config: RunConfig) -> None:
 def run(config: RunConfig, log=print) -> dict:
     """Run (or resume) every stage; return {stage: its summary}."""
     check_run(config)
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     atomic_write_json(config.out_dir / "run.json", asdict(config))
     summaries = {}
     started = time.perf_counter()
@@ -123,7 +128,7 @@ def run_diagnose(config: RunConfig, _) -> dict:
     result = diagnose(DiagnoseConfig(model=config.model, out=str(out), ks=[config.k], trials=config.trials,
                                      prompts=["task:math", "task:code"], n_prompts=config.n_prompts,
                                      max_new_tokens=config.diagnose_new_tokens, sampler=config.sampler,
-                                     seed=config.seed, resume=resume, device=config.device))
+                                     seed=config.seed, resume=resume, device=config.device, threads=config.threads))
     best = result["results"][str(config.k)]
     return {"diagnosis": str(out / "diagnosis.json"), "layers": best["best_layers"]}
 
@@ -146,7 +151,7 @@ def run_distill(config: RunConfig, _) -> dict:
         out=str(out), stage1=StageConfig(config.stage1_steps, config.lr, "ssm", warmup=min(20, config.stage1_steps // 10)),
         stage2=StageConfig(config.stage2_steps, config.lr / 10, "all", warmup=min(10, config.stage2_steps // 10)),
         seq_len=config.seq_len, batch_size=config.batch_size, save_every=config.save_every, seed=config.seed,
-        device=config.device,
+        device=config.device, threads=config.threads,
         resume=checkpoints.is_dir() and any(checkpoints.iterdir()),
     ))
     return {"model": str(out), "final": summary["final"], "steps": summary["steps"]}
