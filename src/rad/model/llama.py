@@ -62,7 +62,8 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, positions, rotary, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x, positions, rotary, masks, cache: KVCache | None) -> torch.Tensor:
+        """`masks` maps a window size (None: full attention) to its (B, 1, T, S) mask, built once per forward."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)
@@ -72,23 +73,21 @@ class Attention(nn.Module):
         cos, sin = rotary
         q = apply_rotary(q.transpose(1, 2), cos, sin)
         k = apply_rotary(k.transpose(1, 2), cos, sin)
-        if cache is None:
-            key_positions = positions
-        else:
+        if cache is not None:
             k, v = cache.write(self.layer, k, v, positions)
-            key_positions = cache.slots.expand(batch, -1)
-        mask = self._mask(positions, key_positions)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.num_heads != self.num_kv_heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=masks[self.window],
+                                             enable_gqa=self.num_heads != self.num_kv_heads)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
 
-    def _mask(self, query_positions: torch.Tensor, key_positions: torch.Tensor) -> torch.Tensor:
-        """(B, 1, T, S) boolean: a query sees keys at its own or earlier positions (within the window)."""
-        q = query_positions[:, None, :, None]
-        k = key_positions[:, None, None, :]
-        visible = k <= q
-        if self.window is not None:
-            visible &= k > q - self.window
-        return visible
+
+def attention_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(B, 1, T, S) boolean: a query sees keys at its own or earlier positions (within the window)."""
+    q = query_positions[:, None, :, None]
+    k = key_positions[:, None, None, :]
+    visible = k <= q
+    if window is not None:
+        visible &= k > q - window
+    return visible
 
 
 class DecoderLayer(nn.Module):
@@ -108,11 +107,11 @@ class DecoderLayer(nn.Module):
         del self.self_attn
         self.mamba, self.is_ssm = mixer, True
 
-    def forward(self, x, positions, rotary, cache, skip_attention: bool, valid) -> torch.Tensor:
+    def forward(self, x, positions, rotary, masks, cache, skip_attention: bool, valid) -> torch.Tensor:
         if self.is_ssm:
             x = x + self.mamba.run(self.input_layernorm(x), positions, cache, valid)
         elif not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
-            x = x + self.self_attn(self.input_layernorm(x), positions, rotary, cache)
+            x = x + self.self_attn(self.input_layernorm(x), positions, rotary, masks, cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -168,8 +167,11 @@ class CausalLM(nn.Module):
         """
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
+        # One mask per distinct window, shared by the layers (not rebuilt in every layer of every step).
+        key_positions = positions if cache is None else cache.slots.expand(positions.shape[0], -1)
+        masks = {window: attention_mask(positions, key_positions, window) for window in set(self.config.sliding_windows)}
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, rotary, cache, i in skip, valid)
+            x = layer(x, positions, rotary, masks, cache, i in skip, valid)
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
         return self.lm_head(self.model.norm(x))
