@@ -5,9 +5,7 @@ For each k: evaluate every k-set once (the exhaustive optimum, on the modeled ob
 from greedy self-speculative decoding times the timed cost model, fixed for the whole run), then, for
 several seeds, count the trials each sampler needs to first reach that optimum (both never repeat a
 set, so trials = distinct sets evaluated), and to first come within 1% of it. Prints the medians and
-their ratios (target: GP <= 0.5x random). GP and TPE start as `rad diagnose` does, their first trials
-ordered by block influence; `gp-cold` is GP without that order, to show what the order is worth.
-Then times a whole `diagnose` (search, baselines, exhaustive, plot) with --wall-trials trials.
+their ratios (target: GP <= 0.5x random). Then times a whole `diagnose` (search, baselines, exhaustive, plot) with --wall-trials trials.
 
 Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 9]
 Without the shipped model (or with --model random) a random model of its shape, with graded attention
@@ -28,7 +26,6 @@ import torch
 from rad.model.io import DEMO_MODEL_DIR, load_model
 from rad.search.bayes import SAMPLERS, run_search
 from rad.search.diagnose import DiagnoseConfig, diagnose
-from rad.search.influence import block_influence
 from rad.search.objective import CachedObjective
 from rad.search.prompts import load_prompts
 from rad.search.speedup import SpeedupConfig, SpeedupObjective
@@ -64,14 +61,13 @@ def prompts_for(model_dir: Path, n: int) -> list[list[int]]:
 
 
 def trials_to_reach(objective: CachedObjective, layers: list[int], k: int, optimum: float, sampler: str,
-                    seed: int, first_order: list[int] | None) -> tuple[int, int]:
+                    seed: int) -> tuple[int, int]:
     """Trials until the search first reaches the optimum, and until it first comes within 1% of it."""
     def stop(study, trial):
         if trial.value >= optimum:
             study.stop()
 
-    search = run_search(objective, layers, k, 10**6, sampler=sampler, seed=seed, callbacks=[stop], first_order=first_order)
-    values = [t.value for t in search.trials]
+    values = [t.value for t in run_search(objective, layers, k, 10**6, sampler=sampler, seed=seed, callbacks=[stop]).trials]
     return values.index(optimum) + 1, next(n for n, v in enumerate(values, 1) if v >= 0.99 * optimum)
 
 
@@ -92,12 +88,8 @@ def main():
         model_dir = random_model(Path(scratch)) if args.model == "random" else (DEMO_MODEL_DIR if args.model == "demo" else Path(args.model))
         model = load_model(model_dir)
         layers = model.config.attention_layers
-        prompts = prompts_for(model_dir, args.n_prompts)
-        objective = CachedObjective(SpeedupObjective(model, {"prompts": prompts},
+        objective = CachedObjective(SpeedupObjective(model, {"prompts": prompts_for(model_dir, args.n_prompts)},
                                                      SpeedupConfig(max_new_tokens=args.max_new_tokens)))
-        influence = block_influence(model, prompts)
-        by_influence = sorted(layers, key=lambda layer: (influence[layer], layer))
-        print(f"layers by block influence, least first: {by_influence}")
         print(f"model {args.model}: {len(layers)} attention layers; {args.n_prompts} prompts x {args.max_new_tokens} "
               f"new tokens; modeled objective; {args.seeds} seeds; torch threads {torch.get_num_threads()}")
         for k in (int(k) for k in args.ks.split(",")):
@@ -106,17 +98,16 @@ def main():
             best = max(sets, key=lambda s: objective(s).value)
             optimum = objective(best).value
             per_set = (time.perf_counter() - start) / len(sets)
-            variants = {**{sampler: (sampler, by_influence) for sampler in SAMPLERS}, "gp-cold": ("gp", None)}
-            reached = {name: [trials_to_reach(objective, layers, k, optimum, sampler, seed, order) for seed in range(args.seeds)]
-                       for name, (sampler, order) in variants.items()}
+            reached = {sampler: [trials_to_reach(objective, layers, k, optimum, sampler, seed) for seed in range(args.seeds)]
+                       for sampler in SAMPLERS}
             print(f"k={k}: {len(sets)} sets, optimum {list(best)} speed-up {optimum:.3f} ({per_set:.2f} s per set)")
             medians = {}
             for sampler, runs in reached.items():
                 exact, close = [r[0] for r in runs], [r[1] for r in runs]
                 medians[sampler] = statistics.median(exact), statistics.median(close)
-                print(f"  {sampler:<7} trials to the optimum: median {medians[sampler][0]:>5} {exact}; "
+                print(f"  {sampler:<6} trials to the optimum: median {medians[sampler][0]:>5} {exact}; "
                       f"to within 1%: median {medians[sampler][1]:>5} {close}")
-            for sampler in ("gp", "tpe", "gp-cold"):
+            for sampler in ("gp", "tpe"):
                 exact, close = (medians[sampler][i] / medians["random"][i] for i in (0, 1))
                 print(f"  ratio {sampler} / random: {exact:.2f} to the optimum (target for gp <= 0.5), {close:.2f} to within 1%")
         if args.wall_trials:

@@ -97,19 +97,6 @@ def test_start_up_trials_skip_every_layer_once():
     assert sorted(l for t in result.trials for l in t.skip) == list(range(8))
 
 
-def test_a_first_order_sets_the_start_up_partition_for_model_based_samplers_only():
-    order = [5, 2, 7, 0, 3, 6, 1, 4]
-    for sampler in ("gp", "tpe"):
-        result = run_search(CachedObjective(additive_objective(6, 8)[0]), list(range(8)), 2, 4, sampler=sampler,
-                            seed=3, first_order=order)
-        assert [t.skip for t in result.trials] == [(2, 5), (0, 7), (3, 6), (1, 4)]
-    # Random search stays uniform: the order would give it a head start the comparison must not contain.
-    plain = run_search(CachedObjective(additive_objective(6, 8)[0]), list(range(8)), 2, 4, sampler="random", seed=3)
-    ordered = run_search(CachedObjective(additive_objective(6, 8)[0]), list(range(8)), 2, 4, sampler="random", seed=3,
-                         first_order=order)
-    assert [t.skip for t in ordered.trials] == [t.skip for t in plain.trials]
-
-
 def test_trials_are_capped_at_the_number_of_sets():
     result = run_search(CachedObjective(additive_objective(2, 4)[0]), [0, 1, 2, 3], 1, 50, sampler="random")
     assert len(result.trials) == 4

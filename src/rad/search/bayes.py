@@ -54,15 +54,13 @@ class SearchResult:
         return max(self.trials, key=lambda t: (t.value, -t.number))  # ties: the earliest trial
 
 
-def make_sampler(name: str, layers: Sequence[int], k: int, seed: int, deterministic: bool = True,
-                 first_order: Sequence[int] | None = None) -> TopKSampler:
+def make_sampler(name: str, layers: Sequence[int], k: int, seed: int, deterministic: bool = True) -> TopKSampler:
     """`deterministic`: the objective gives the same value for the same set (modeled mode), so the GP
     fits it without a noise term. The model-based samplers start after n/k trials (at least 4) whose sets
     skip every layer once (TopKSampler.start_up), not after Optuna's 10 random ones. Measured with
     benchmarks/search.py's loop on a partly trained demo checkpoint (8 layers, 11 seeds, median trials to
     the exhaustive optimum): k = 4 took 19 trials with 2 start-up trials, 13 with 4, 12 with 6, 14 with 8;
-    k = 2 took 8 with 4, 15 with 6, 12 with 8; random search needed 37 and 11. `first_order` (model-based
-    samplers only) orders the first start-up partition, most likely redundant layers first."""
+    k = 2 took 8 with 4, 15 with 6, 12 with 8; random search needed 37 and 11."""
     startup = max(4, math.ceil(len(layers) / k))
     with warnings.catch_warnings():  # both options are marked experimental in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -75,7 +73,7 @@ def make_sampler(name: str, layers: Sequence[int], k: int, seed: int, determinis
             base = None
         else:
             raise RadError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
-    return TopKSampler(base, layers, k, seed, first_order if base is not None else None)
+    return TopKSampler(base, layers, k, seed)
 
 
 def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
@@ -127,13 +125,12 @@ def record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 def run_search(objective: CachedObjective, eligible: Sequence[int], k: int, n_trials: int, *,
                sampler: str = "gp", seed: int = 0, storage: str | None = None, study_name: str | None = None,
                settings: dict | None = None, resume: bool = False, deterministic: bool = True,
-               progress: bool = False, callbacks: Sequence[Callable] = (),
-               first_order: Sequence[int] | None = None) -> SearchResult:
+               progress: bool = False, callbacks: Sequence[Callable] = ()) -> SearchResult:
     """Run until the study holds `n_trials` completed trials (counting those of earlier runs), or one per
     possible set if there are fewer: every further trial could only repeat one."""
     check_k(k, eligible)
     n_trials = min(n_trials, math.comb(len(eligible), k))
-    topk_sampler = make_sampler(sampler, eligible, k, seed, deterministic, first_order)
+    topk_sampler = make_sampler(sampler, eligible, k, seed, deterministic)
     storage = make_storage(storage) if isinstance(storage, str) else storage
     study = open_study(storage, study_name or f"k{k}", topk_sampler,
                        {"k": k, "eligible": list(eligible), **(settings or {})}, resume)

@@ -133,12 +133,9 @@ def diagnose(config: DiagnoseConfig) -> dict:
 def diagnose_k(k, config: DiagnoseConfig, eligible, objective: CachedObjective, speedup: SpeedupObjective,
                influence, storage, settings) -> dict:
     start = time.perf_counter()
-    # The search's first trials partition the layers in order of block influence (least first): the cheap
-    # baseline's guess is trial 0, and the Gaussian process still sees every layer skipped once.
     search = run_search(objective, eligible, k, config.trials, sampler=config.sampler, seed=config.seed,
                         storage=storage, study_name=f"k{k}", settings=settings, resume=config.resume,
-                        deterministic=config.objective == "modeled", progress=config.progress,
-                        first_order=sorted(eligible, key=lambda layer: (influence[layer], layer)))
+                        deterministic=config.objective == "modeled", progress=config.progress)
     baselines = run_baselines(objective, eligible, k, len(search.trials), config.seed, influence)
     best = search.best
     if "exhaustive" in baselines:

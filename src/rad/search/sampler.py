@@ -57,10 +57,8 @@ def best_untried(z: dict[int, float], k: int, tried: set[Skip]) -> Skip:
 class TopKSampler(optuna.samplers.BaseSampler):
     """Wraps `base` (GP, TPE or None for random); z lives on [0, 1] per eligible layer."""
 
-    def __init__(self, base: optuna.samplers.BaseSampler | None, layers: Sequence[int], k: int, seed: int,
-                 first_order: Sequence[int] | None = None):
+    def __init__(self, base: optuna.samplers.BaseSampler | None, layers: Sequence[int], k: int, seed: int):
         self.base, self.layers, self.k = base, list(layers), k
-        self.first_order = list(first_order) if first_order is not None else None
         self.space = {param_name(l): FloatDistribution(0.0, 1.0) for l in self.layers}
         self.seed, self.rng = seed, np.random.RandomState(seed)
         self.proposals: dict[int, dict[int, float]] = {}  # trial number -> the z the base proposed
@@ -79,18 +77,13 @@ class TopKSampler(optuna.samplers.BaseSampler):
 
     def start_up(self, index: int) -> dict[int, float]:
         """A z before the model-based sampler has data. Random search: uniform (a uniform random set).
-        Otherwise the start-up sets partition the layers (one permutation cut into runs of k), so that after
-        n/k trials the GP has seen every layer skipped once, the least data that tells them apart. The first
-        partition follows `first_order` when given (most likely redundant first: a cheap prior such as block
-        influence, so its best guess is trial 0 at no extra cost); later ones are random permutations."""
+        Otherwise the start-up sets partition the layers (one random permutation cut into runs of k), so
+        that after n/k trials the GP has seen every layer skipped once, the least data that tells them apart."""
         z = {layer: float(self.rng.rand()) for layer in self.layers}
         if self.base is None:
             return z
         runs = math.ceil(len(self.layers) / self.k)
-        if self.first_order is not None and index < runs:
-            order = self.first_order
-        else:
-            order = np.random.RandomState([self.seed, index // runs]).permutation(self.layers)
+        order = np.random.RandomState([self.seed, index // runs]).permutation(self.layers)
         for layer in order[index % runs * self.k:][: self.k]:
             z[int(layer)] += 1.0  # above every other z: top-k picks the run (a short last run is filled randomly)
         return {layer: value / 2 for layer, value in z.items()}  # back inside [0, 1]
