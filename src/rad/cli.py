@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, default=30, help="diagnosis search trials")
     run.add_argument("--stage1-steps", type=int, default=200)
     run.add_argument("--stage2-steps", type=int, default=0)
+    run.add_argument("--lr", type=float, default=1e-3, help="stage 1 peak learning rate")
+    run.add_argument("--stage2-lr", type=float, default=1e-4, help="stage 2 peak learning rate")
     run.add_argument("--eval-n", type=int, default=200, help="held-out problems per task")
     run.add_argument("--contexts", default="256,1024,4096", help="benchmark contexts")
     run.add_argument("--device", default="cpu")

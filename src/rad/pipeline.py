@@ -37,7 +37,8 @@ class RunConfig:
     # distill
     stage1_steps: int = 200
     stage2_steps: int = 0
-    lr: float = 1e-3
+    lr: float = 1e-3  # stage 1 (the SSM mixers)
+    stage2_lr: float = 1e-4  # stage 2 (end to end)
     seq_len: int = 256
     batch_size: int = 16
     save_every: int = 50  # distillation checkpoints: a crash loses at most this many steps
@@ -91,6 +92,8 @@ def check_run(config: RunConfig) -> None:
         raise RadError(f"--price-per-hour must be positive, got {config.price_per_hour}")
     if min(config.trials, config.stage1_steps + config.stage2_steps, config.eval_n, config.bench_reps) < 1:
         raise RadError("trials, distillation steps, eval problems and bench repetitions must be positive")
+    if min(config.lr, config.stage2_lr) <= 0:
+        raise RadError(f"learning rates must be positive, got --lr {config.lr} and --stage2-lr {config.stage2_lr}")
     atomic_write_text(config.out_dir / "stages" / ".writable", "")  # fails clearly on an unwritable --out
 
 
@@ -149,7 +152,7 @@ def run_distill(config: RunConfig, _) -> dict:
     summary = distill(DistillConfig(
         student=str(config.stage_dir("convert")), teacher=config.teacher or config.model, data=config.data,
         out=str(out), stage1=StageConfig(config.stage1_steps, config.lr, "ssm", warmup=min(20, config.stage1_steps // 10)),
-        stage2=StageConfig(config.stage2_steps, config.lr / 10, "all", warmup=min(10, config.stage2_steps // 10)),
+        stage2=StageConfig(config.stage2_steps, config.stage2_lr, "all", warmup=min(10, config.stage2_steps // 10)),
         seq_len=config.seq_len, batch_size=config.batch_size, save_every=config.save_every, seed=config.seed,
         device=config.device, threads=config.threads,
         resume=checkpoints.is_dir() and any(checkpoints.iterdir()),
