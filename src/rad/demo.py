@@ -13,7 +13,7 @@ def demo_config(out: str) -> RunConfig:
         # A short stage 1 starts the mixers (from the rad init they output 0), then stage 2 lets the whole model
         # adapt around them: on the demo model this recovered more math per step than stage 1 alone (60 + 200
         # steps: 75% against 58-64% after 120-200 stage-1 steps; stage 2 at 5e-4 gave 69%, at 2e-3 68%). A stage-2
-        # step costs about 2 s on one thread, so the 10-minute budget allows about 200 steps in all.
+        # step costs 1.5-2 s on one thread; 200 steps in all kept the demo at 6 min 19 s.
         stage1_steps=50, lr=5e-3, stage2_steps=150, stage2_lr=1e-3, batch_size=8, seq_len=256,
         eval_n=100, contexts=[256, 1024, 4096], batch_sizes=[1], bench_new_tokens=32, bench_reps=3,
         threads=1,  # a 6.5M-parameter model gains little from a second thread and stalls when the core is busy
