@@ -5,7 +5,8 @@ For each k: evaluate every k-set once (the exhaustive optimum, on the modeled ob
 from greedy self-speculative decoding times the timed cost model, fixed for the whole run), then, for
 several seeds, count the trials each sampler needs to first reach that optimum (both never repeat a
 set, so trials = distinct sets evaluated), and to first come within 1% of it. Prints the medians and
-their ratios (target: GP <= 0.5x random). Then times a whole `diagnose` (search, baselines, exhaustive, plot) with --wall-trials trials.
+their ratios (target: GP <= 0.5x random). Then times a whole `diagnose` (search, baselines, exhaustive,
+plot) with --wall-trials trials.
 
 Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 9]
 Without the shipped model (or with --model random) a random model of its shape, with graded attention

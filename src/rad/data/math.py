@@ -4,8 +4,8 @@ A problem is a starting amount followed by 2 to 5 arithmetic steps, each told by
 (a "packs of" sentence is two steps: a product, then adding or removing it). The worked solution
 has one line per step, `a op b = r`, and ends with `#### <integer>`. Numbers stay small (added or
 removed amounts at most 10, multipliers 2 or 3, divisors 2 to 5, every intermediate result between
-1 and MAX_TOTAL, divisions exact) so that a model of a few million parameters, trained for an hour
-on a CPU, can learn the arithmetic as well as the wording.
+1 and MAX_TOTAL, divisions exact) so that a model of a few million parameters, trained for a few
+hours on a CPU, can learn the arithmetic as well as the wording.
 """
 
 from __future__ import annotations
