@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--trials", type=int, default=50, help="trials per k (a resumed study counts its old ones)")
     diag.add_argument("--prompts", action="append", metavar="SOURCE",
                       help="task:math | task:code | jsonl:PATH | text:PATH; repeat for several (default task:math)")
-    diag.add_argument("--n-prompts", type=int, default=4, help="prompts per source")
-    diag.add_argument("--max-new-tokens", type=int, default=24, help="tokens decoded per prompt and evaluation")
+    diag.add_argument("--n-prompts", type=int, default=16, help="prompts per source")
+    diag.add_argument("--max-new-tokens", type=int, default=64, help="tokens decoded per prompt and evaluation")
     diag.add_argument("--draft-len", type=int, default=4, help="draft tokens per speculative step")
     diag.add_argument("--objective", default="modeled", choices=["modeled", "measured"],
                       help="modeled: acceptance x timed cost model (repeatable); measured: wall clock")

@@ -29,8 +29,8 @@ class RunConfig:
     price_per_hour: float = 2.0  # USD per machine-hour, for the report's cost section
     # diagnose
     trials: int = 30
-    n_prompts: int = 4
-    diagnose_new_tokens: int = 24
+    n_prompts: int = 16
+    diagnose_new_tokens: int = 64
     sampler: str = "gp"
     # convert
     init: str = "rad"
