@@ -97,6 +97,7 @@ def test_killed_during_distillation_resumes_without_repeating_stages(task_model,
     (dict(teacher="/nowhere"), "does not exist"),
     (dict(price_per_hour=0), "price-per-hour"),
     (dict(stage2_lr=-1e-4), "learning rates must be positive"),
+    (dict(temperature=0.0), "--temperature must be positive"),
 ])
 def test_bad_input_stops_before_any_stage(task_model, tmp_path, changes, message):
     with pytest.raises(RadError, match=message):

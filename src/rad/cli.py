@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stage2-steps", type=int, default=0)
     run.add_argument("--lr", type=float, default=1e-3, help="stage 1 peak learning rate")
     run.add_argument("--stage2-lr", type=float, default=1e-4, help="stage 2 peak learning rate")
+    run.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    run.add_argument("--assistant-only", action="store_true", help="distillation loss only on task completions")
     run.add_argument("--eval-n", type=int, default=200, help="held-out problems per task")
     run.add_argument("--contexts", default="256,1024,4096", help="benchmark contexts")
     run.add_argument("--device", default="cpu")

@@ -192,7 +192,8 @@ def cmd_run(args) -> None:
 
     config = RunConfig(model=args.model, k=args.k, out=args.out, teacher=args.teacher, data=args.data,
                        price_per_hour=args.price_per_hour, trials=args.trials, stage1_steps=args.stage1_steps,
-                       stage2_steps=args.stage2_steps, lr=args.lr, stage2_lr=args.stage2_lr, eval_n=args.eval_n,
+                       stage2_steps=args.stage2_steps, lr=args.lr, stage2_lr=args.stage2_lr,
+                       temperature=args.temperature, assistant_only=args.assistant_only, eval_n=args.eval_n,
                        contexts=parse_int_list(args.contexts, "--contexts"), device=args.device, seed=args.seed,
                        threads=args.threads)
     run(config, log=lambda line: print(line, flush=True))

@@ -39,6 +39,8 @@ class RunConfig:
     stage2_steps: int = 0
     lr: float = 1e-3  # stage 1 (the SSM mixers)
     stage2_lr: float = 1e-4  # stage 2 (end to end)
+    temperature: float = 1.0  # of the distillation KL
+    assistant_only: bool = False  # distillation loss only on task completions / assistant turns
     seq_len: int = 256
     batch_size: int = 16
     save_every: int = 50  # distillation checkpoints: a crash loses at most this many steps
@@ -94,6 +96,8 @@ def check_run(config: RunConfig) -> None:
         raise RadError("trials, distillation steps, eval problems and bench repetitions must be positive")
     if min(config.lr, config.stage2_lr) <= 0:
         raise RadError(f"learning rates must be positive, got --lr {config.lr} and --stage2-lr {config.stage2_lr}")
+    if config.temperature <= 0:
+        raise RadError(f"--temperature must be positive, got {config.temperature}")
     atomic_write_text(config.out_dir / "stages" / ".writable", "")  # fails clearly on an unwritable --out
 
 
@@ -153,7 +157,8 @@ def run_distill(config: RunConfig, _) -> dict:
         student=str(config.stage_dir("convert")), teacher=config.teacher or config.model, data=config.data,
         out=str(out), stage1=StageConfig(config.stage1_steps, config.lr, "ssm", warmup=min(20, config.stage1_steps // 10)),
         stage2=StageConfig(config.stage2_steps, config.stage2_lr, "all", warmup=min(10, config.stage2_steps // 10)),
-        seq_len=config.seq_len, batch_size=config.batch_size, save_every=config.save_every, seed=config.seed,
+        seq_len=config.seq_len, batch_size=config.batch_size, temperature=config.temperature,
+        assistant_only=config.assistant_only, save_every=config.save_every, seed=config.seed,
         device=config.device, threads=config.threads,
         resume=checkpoints.is_dir() and any(checkpoints.iterdir()),
     ))
