@@ -6,10 +6,10 @@ from greedy self-speculative decoding times the timed cost model, fixed for the 
 several seeds, count the trials each sampler needs to first reach that optimum (both never repeat a
 set, so trials = distinct sets evaluated), and to first come within 1% of it. Prints the medians and
 their ratios (target: GP <= 0.5x random), and the GP's median over random search's exact expectation
-(a median over a few seeds of random search is itself noisy). Then times a whole `diagnose` (search, baselines, exhaustive,
-plot) with --wall-trials trials.
+(a median over a few seeds of random search is itself noisy). Then times a whole `diagnose` (search,
+baselines, exhaustive, plot) with --wall-trials trials.
 
-Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 9]
+Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 15]
 Without the shipped model (or with --model random) a random model of its shape, with graded attention
 strengths, stands in.
 """
