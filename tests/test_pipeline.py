@@ -42,8 +42,11 @@ def reduced(model, out, **changes) -> RunConfig:
 
 def test_reduced_run_writes_every_artifact(task_model, tmp_path):
     lines = []
-    summaries = run(reduced(task_model, tmp_path), log=lines.append)
+    # Rows long enough to hold a whole problem: with --assistant-only a row of prompt tokens alone has no loss.
+    summaries = run(reduced(task_model, tmp_path, temperature=2.0, assistant_only=True, seq_len=160), log=lines.append)
     assert list(summaries) == list(STAGES)
+    distilled = json.loads((tmp_path / "distill" / "distill.json").read_text())["config"]
+    assert distilled["temperature"] == 2.0 and distilled["assistant_only"] is True
     diagnosis = json.loads((tmp_path / "diagnose" / "diagnosis.json").read_text())
     layers = diagnosis["results"]["1"]["best_layers"]
     hybrid = json.loads((tmp_path / "distill" / "config.json").read_text())
