@@ -99,8 +99,9 @@ def test_killed_during_distillation_resumes_without_repeating_stages(task_model,
     (dict(tasks=["poetry"]), "unknown task 'poetry'"),
     (dict(teacher="/nowhere"), "does not exist"),
     (dict(price_per_hour=0), "price-per-hour"),
-    (dict(stage2_lr=-1e-4), "learning rates must be positive"),
-    (dict(temperature=0.0), "--temperature must be positive"),
+    (dict(stage2_lr=-1e-4), "stage2: .* the learning rate > 0"),
+    (dict(temperature=0.0), "--temperature > 0"),
+    (dict(stage1_steps=0), "nothing to train"),
 ])
 def test_bad_input_stops_before_any_stage(task_model, tmp_path, changes, message):
     with pytest.raises(RadError, match=message):

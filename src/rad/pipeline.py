@@ -72,7 +72,7 @@ def marker(config: RunConfig, stage: str) -> Path:
 
 def check_run(config: RunConfig) -> None:
     """Every mistake that can be found without long work: paths, k, data, tasks, numbers."""
-    from rad.distill.data import check_data_spec
+    from rad.distill.distill import check_config
     from rad.eval.tasks import check_task_spec
     from rad.files import atomic_write_text
     from rad.model.config import load_config
@@ -85,19 +85,15 @@ def check_run(config: RunConfig) -> None:
         raise RadError(f"--k must be between 1 and {len(attention) - 1} (the model has {len(attention)} attention layers), got {config.k}")
     if config.teacher is not None:
         load_config(resolve_model_dir(config.teacher))
-    check_data_spec(config.data)
+    check_config(distill_config(config))  # data, steps, learning rates, temperature, as `rad distill` checks them
     for task in config.tasks:
         check_task_spec(task)
     if config.init not in INITS:
         raise RadError(f"unknown init '{config.init}'; choose one of {', '.join(INITS)}")
     if config.price_per_hour <= 0:
         raise RadError(f"--price-per-hour must be positive, got {config.price_per_hour}")
-    if min(config.trials, config.stage1_steps + config.stage2_steps, config.eval_n, config.bench_reps) < 1:
-        raise RadError("trials, distillation steps, eval problems and bench repetitions must be positive")
-    if min(config.lr, config.stage2_lr) <= 0:
-        raise RadError(f"learning rates must be positive, got --lr {config.lr} and --stage2-lr {config.stage2_lr}")
-    if config.temperature <= 0:
-        raise RadError(f"--temperature must be positive, got {config.temperature}")
+    if min(config.trials, config.eval_n, config.bench_reps) < 1:
+        raise RadError("trials, eval problems and bench repetitions must be positive")
     atomic_write_text(config.out_dir / "stages" / ".writable", "")  # fails clearly on an unwritable --out
 
 
@@ -147,13 +143,13 @@ def run_convert(config: RunConfig, summaries: dict) -> dict:
                           init=config.init, seed=config.seed)
 
 
-def run_distill(config: RunConfig, _) -> dict:
+def distill_config(config: RunConfig):
+    """The distillation stage's settings (resuming when the stage left checkpoints)."""
     from rad.distill.config import DistillConfig, StageConfig
-    from rad.distill.distill import distill
 
     out = config.stage_dir("distill")
     checkpoints = out / "checkpoints"
-    summary = distill(DistillConfig(
+    return DistillConfig(
         student=str(config.stage_dir("convert")), teacher=config.teacher or config.model, data=config.data,
         out=str(out), stage1=StageConfig(config.stage1_steps, config.lr, "ssm", warmup=min(20, config.stage1_steps // 10)),
         stage2=StageConfig(config.stage2_steps, config.stage2_lr, "all", warmup=min(10, config.stage2_steps // 10)),
@@ -161,8 +157,14 @@ def run_distill(config: RunConfig, _) -> dict:
         assistant_only=config.assistant_only, save_every=config.save_every, seed=config.seed,
         device=config.device, threads=config.threads,
         resume=checkpoints.is_dir() and any(checkpoints.iterdir()),
-    ))
-    return {"model": str(out), "final": summary["final"], "steps": summary["steps"]}
+    )
+
+
+def run_distill(config: RunConfig, _) -> dict:
+    from rad.distill.distill import distill
+
+    summary = distill(distill_config(config))
+    return {"model": str(config.stage_dir("distill")), "final": summary["final"], "steps": summary["steps"]}
 
 
 def run_eval(config: RunConfig, _) -> dict:
