@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--stage2-lr", type=float, default=1e-4)
     dist.add_argument("--stage2-warmup", type=int, default=10)
     dist.add_argument("--stage2-params", default="all", help="all | ssm | name globs, e.g. 'ssm,model.layers.*.mlp.*'")
+    dist.add_argument("--on-policy", type=float, default=0.0,
+                      help="stage 1: share of steps trained on the student's own sampled completions (0-1)")
+    dist.add_argument("--stage2-on-policy", type=float, default=0.0, help="the same for stage 2")
+    dist.add_argument("--on-policy-max-new-tokens", type=int, default=128, help="longest completion on an on-policy step")
     dist.add_argument("--seq-len", type=int, default=256)
     dist.add_argument("--no-pack", action="store_true", help="one document per row (padded) instead of packed rows")
     dist.add_argument("--assistant-only", action="store_true", help="loss only on assistant turns / task completions")

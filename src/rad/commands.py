@@ -169,9 +169,10 @@ def cmd_distill(args) -> None:
 
     config = DistillConfig(
         student=args.hybrid, teacher=args.teacher, data=args.data, out=args.out,
-        stage1=StageConfig(args.stage1_steps, args.lr, "ssm", args.warmup),
-        stage2=StageConfig(args.stage2_steps, args.stage2_lr, args.stage2_params, args.stage2_warmup),
-        seq_len=args.seq_len, pack=not args.no_pack, assistant_only=args.assistant_only, batch_size=args.batch_size,
+        stage1=StageConfig(args.stage1_steps, args.lr, "ssm", args.warmup, on_policy=args.on_policy),
+        stage2=StageConfig(args.stage2_steps, args.stage2_lr, args.stage2_params, args.stage2_warmup,
+                           on_policy=args.stage2_on_policy),
+        on_policy_max_new_tokens=args.on_policy_max_new_tokens, seq_len=args.seq_len, pack=not args.no_pack, assistant_only=args.assistant_only, batch_size=args.batch_size,
         grad_accum=args.grad_accum, temperature=args.temperature, hidden_weight=args.hidden_weight,
         ce_weight=args.ce_weight, max_grad_norm=args.max_grad_norm, topk_cache=args.topk_cache, topk=args.topk,
         save_every=args.save_every, resume=args.resume, seed=args.seed, device=args.device,

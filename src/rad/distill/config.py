@@ -15,6 +15,7 @@ class StageConfig:
     params: str
     warmup: int = 0  # linear warm-up steps, then cosine decay to min_lr_ratio * lr
     min_lr_ratio: float = 0.1
+    on_policy: float = 0.0  # probability that a step trains on the student's own completions (rad.distill.on_policy)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DistillConfig:
     ce_weight: float = 0.0  # cross-entropy on the data
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    on_policy_max_new_tokens: int = 128  # longest completion the student writes on an on-policy step
     topk_cache: str | None = None  # folder of cached top-k teacher logits (reused across runs)
     topk: int = 64
     save_every: int = 50  # checkpoint every N optimizer steps (and at the end of each stage)

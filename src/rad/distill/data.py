@@ -24,6 +24,7 @@ from rad.files import read_jsonl
 
 TASKS = {"math": math, "code": code}
 TASK_CHUNK = 2000  # problems generated per round; a new round uses a new seed
+PROMPT_CHUNK = 64  # prompts per round for on-policy distillation, which draws a fresh stream every step
 
 
 @dataclass
@@ -110,6 +111,41 @@ def jsonl_documents(path: Path, tokenizer, seed: int, assistant_only: bool) -> I
         order = list(range(len(docs)))
         random.Random(f"{seed}:{epoch}").shuffle(order)
         yield from (docs[i] for i in order)
+
+
+def prompts(spec: str, tokenizer, seed: int) -> Iterator[list[int]]:
+    """Endless prompts for on-policy distillation (the student writes the answers): a task's questions,
+    or each chat record's messages before its last assistant turn, rendered with the template's
+    generation prompt. Plain-text records have no prompt to answer: an error."""
+    check_data_spec(spec)
+    kind, _, rest = spec.partition(":")
+    if kind == "task":
+        return task_prompts(rest.split("+"), tokenizer, seed)
+    path = Path(rest)
+    # A record answers a prompt if some assistant turn follows at least one other message.
+    chats = [r["messages"] for r in read_records(path)
+             if "messages" in r and any(m.get("role") == "assistant" for m in r["messages"][1:])]
+    if not chats:
+        raise RadError(f"on-policy distillation needs prompts to answer, but {path} has no chat record with an assistant turn")
+    if not tokenizer.chat_template:
+        raise RadError("the data has chat messages but the tokenizer has no chat template")
+    return chat_prompts(chats, tokenizer, seed)
+
+
+def task_prompts(names: list[str], tokenizer, seed: int) -> Iterator[list[int]]:
+    for round_ in itertools.count():
+        batches = [TASKS[name].generate(PROMPT_CHUNK, seed=seed * 1_000_003 + round_, split="train") for name in names]
+        for problems in zip(*batches):
+            yield from (tokenizer(p.prompt)["input_ids"] for p in problems)
+
+
+def chat_prompts(chats: list[list[dict]], tokenizer, seed: int) -> Iterator[list[int]]:
+    rng = random.Random(seed)
+    while True:
+        messages = rng.choice(chats)
+        last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+        text = tokenizer.apply_chat_template(messages[:last], tokenize=False, add_generation_prompt=True)
+        yield tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def documents(spec: str, tokenizer, seed: int, assistant_only: bool) -> Iterator[tuple[list[int], list[bool]]]:

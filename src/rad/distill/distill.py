@@ -18,6 +18,7 @@ from accelerate.utils import set_seed
 
 from rad.distill.config import DistillConfig
 from rad.distill.data import build_rows, check_data_spec, documents
+from rad.distill.on_policy import OnPolicy
 from rad.distill.teacher import TopkCache, check_same_tokenizer
 from rad.distill.trainer import Aligned, Capture, Trainer
 from rad.errors import RadError
@@ -30,7 +31,7 @@ from rad.model.tokenizer import load_tokenizer
 # Settings a resumed run must share with the run it continues (grad_accum and the process count
 # may change: they only change how a step's rows are split).
 RESUME_KEYS = ("student", "teacher", "data", "stage1", "stage2", "seq_len", "pack", "assistant_only", "batch_size",
-               "temperature", "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm",
+               "temperature", "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm",
                "topk_cache", "topk", "seed")
 
 
@@ -41,10 +42,14 @@ def check_config(config: DistillConfig) -> None:
         stage = getattr(config, name)
         if stage.steps < 0 or stage.lr <= 0 or stage.warmup < 0:
             raise RadError(f"{name}: steps and warm-up must be ≥ 0 and the learning rate > 0")
+        if not 0 <= stage.on_policy <= 1:
+            raise RadError(f"{name}: the on-policy fraction must be between 0 and 1, got {stage.on_policy}")
     if config.stage1.steps + config.stage2.steps == 0:
         raise RadError("nothing to train: give --stage1-steps and/or --stage2-steps")
     if config.seq_len < 2 or config.batch_size < 1 or config.grad_accum < 1 or config.temperature <= 0:
         raise RadError("--seq-len must be ≥ 2, --batch-size and --grad-accum ≥ 1, --temperature > 0")
+    if config.on_policy_max_new_tokens < 1:
+        raise RadError("--on-policy-max-new-tokens must be ≥ 1")
     if config.save_every < 1 or config.keep_checkpoints < 1:
         raise RadError("--save-every and --keep-checkpoints must be ≥ 1")
     checkpoints = Path(config.out) / "checkpoints"
@@ -97,7 +102,11 @@ def distill(config: DistillConfig) -> dict:
     if config.topk_cache:
         fingerprint = {key: settings[key] for key in ("teacher", "data", "seq_len", "pack", "assistant_only", "seed")}
         cache = TopkCache(config.topk_cache, {**fingerprint, "teacher": str(teacher_dir.resolve())}, config.topk)
-    records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache).run()
+    on_policy = None
+    if config.stage1.on_policy > 0 or config.stage2.on_policy > 0:
+        on_policy = OnPolicy(config.data, tokenizer, config.seed, config.seq_len, config.pack, pad_id,
+                             config.assistant_only, config.on_policy_max_new_tokens)
+    records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache, on_policy).run()
 
     summary = {"config": config.to_dict(), "steps": config.stage1.steps + config.stage2.steps,
                "final": records[-1] if records else None, "seconds": time.perf_counter() - started,

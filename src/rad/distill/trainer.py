@@ -27,6 +27,7 @@ from rad.distill.config import DistillConfig, StageConfig
 from rad.distill.data import Rows
 from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
 from rad.distill.metrics import MetricsLog
+from rad.distill.on_policy import OnPolicy
 from rad.distill.params import freeze_all_but, select_parameters
 from rad.distill.teacher import TopkCache
 from rad.errors import RadError
@@ -65,9 +66,11 @@ class Aligned:
 
 class Trainer:
     def __init__(self, config: DistillConfig, student: nn.Module, teacher: nn.Module, rows: Rows,
-                 accelerator: Accelerator, settings: dict, aligned: Aligned | None = None, cache: TopkCache | None = None):
+                 accelerator: Accelerator, settings: dict, aligned: Aligned | None = None, cache: TopkCache | None = None,
+                 on_policy: OnPolicy | None = None):  # fmt: skip
         self.config, self.student, self.teacher, self.rows = config, student, teacher, rows
         self.acc, self.settings, self.aligned, self.cache = accelerator, settings, aligned, cache
+        self.on_policy = on_policy
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         world, per_step = accelerator.num_processes, config.batch_size
@@ -134,21 +137,34 @@ class Trainer:
             ckpt.save_checkpoint(self.checkpoints, self.student, inner, names, scheduler, state, self.config.keep_checkpoints)
         self.acc.wait_for_everyone()
 
+    def step_rows(self, step: int, on_policy_fraction: float) -> tuple[Rows, int | None, int, bool]:
+        """This process's rows for `step`, the global index of its first row in the data (None for rows
+        the student wrote), the loss-token count of the whole step over all processes, and whether the
+        step is on-policy."""
+        if self.on_policy is not None and self.on_policy.chosen(step, on_policy_fraction):
+            rows = self.on_policy.rows(self.student, step, self.per_process, self.acc.process_index)
+            mine = torch.tensor([int(rows.loss[:, 1:].sum())], device=self.acc.device)
+            return rows, None, int(self.acc.reduce(mine, reduction="sum").item()), True
+        step_rows = self.rows.slice(step * self.config.batch_size, (step + 1) * self.config.batch_size)
+        first = self.acc.process_index * self.per_process
+        # Every process built the same rows, so each knows the whole step's count without communicating.
+        tokens = int(step_rows.loss[:, 1:].sum())
+        return step_rows.slice(first, first + self.per_process), step * self.config.batch_size + first, tokens, False
+
     def train_step(self, model, optimizer, scheduler, params, step: int, stage: int) -> dict:
         started = time.perf_counter()
-        rows = self.rows.slice(step * self.config.batch_size, (step + 1) * self.config.batch_size)
-        tokens = int(rows.loss[:, 1:].sum())  # loss tokens of the whole step, over all processes
+        fraction = (self.config.stage1 if stage == 1 else self.config.stage2).on_policy
+        rows, first_row, tokens, on_policy = self.step_rows(step, fraction)
         if tokens == 0:
             raise RadError(f"step {step + 1} has no loss tokens; use longer rows or turn --assistant-only off")
-        mine = self.acc.process_index * self.per_process
         scale = self.acc.num_processes / tokens
         sums = torch.zeros(3, dtype=torch.float64)
         for m in range(self.config.grad_accum):
-            a = mine + m * self.micro
+            a = m * self.micro
             part = rows.slice(a, a + self.micro)
             sync = m == self.config.grad_accum - 1
             with self.acc.no_sync(model) if not sync else nullcontext():
-                terms = self._losses(model, part, step * self.config.batch_size + a)
+                terms = self._losses(model, part, None if first_row is None else first_row + a)
                 weighted = self.config.kl_weight * terms[0] + self.config.hidden_weight * terms[1] + self.config.ce_weight * terms[2]
                 self.acc.backward(weighted * scale)
             sums += torch.stack([t.detach().double().cpu() for t in terms])
@@ -165,23 +181,26 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
         return {"step": step + 1, "stage": stage, "loss": loss, "kl": kl, "hidden": hidden, "ce": ce, "lr": lr,
-                "grad_norm": grad_norm, "loss_tokens": tokens, "tokens_per_s": int(rows.valid.sum()) / seconds}
+                "grad_norm": grad_norm, "loss_tokens": tokens, "on_policy": on_policy,
+                "tokens_per_s": int(rows.valid.sum()) * self.acc.num_processes / seconds}
 
-    def _losses(self, model, part: Rows, first_row: int) -> list[torch.Tensor]:
-        """[KL, hidden, CE] sums over this micro-batch's loss positions."""
+    def _losses(self, model, part: Rows, first_row: int | None) -> list[torch.Tensor]:
+        """[KL, hidden, CE] sums over this micro-batch's loss positions (`first_row`: the rows' index in
+        the data, which keys the top-k cache; None for rows the student wrote, graded online)."""
         device = self.acc.device
         ids = part.ids.to(device)
         positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
         mask = part.loss[:, 1:].to(device)  # position t predicts token t+1
         logits = model(ids, positions)[:, :-1]
         zero = logits.new_zeros(())
-        cached = self.cache.get(first_row, len(part)) if self.cache is not None else None
+        cache = self.cache if first_row is not None else None
+        cached = cache.get(first_row, len(part)) if cache is not None else None
         need_teacher = cached is None or self.config.hidden_weight > 0
         if need_teacher:
             with torch.no_grad():
                 teacher_logits = self.teacher(ids, positions)[:, :-1]
-        if self.cache is not None:
-            values, indices = cached if cached is not None else self.cache.put(first_row, teacher_logits)
+        if cache is not None:
+            values, indices = cached if cached is not None else cache.put(first_row, teacher_logits)
             kl = topk_kl_sum(logits, values.to(device), indices.to(device), mask, self.config.temperature)
         else:
             kl = kl_sum(logits, teacher_logits, mask, self.config.temperature)

@@ -1,0 +1,112 @@
+"""On-policy distillation: the rows hold the student's own continuations of the data's prompts (checked
+against transformers' greedy decoding of a model whose sampling is made greedy), steps are chosen by
+the fraction, a killed on-policy run resumes bit-exactly, and data without prompts is refused."""
+
+import json
+
+import pytest
+import torch
+from distill_helpers import config, make_hybrid, write_texts
+from test_distill import metrics_without_timing, weights
+from test_distill_parts import word_tokenizer
+from transformers import LlamaForCausalLM
+
+import rad.distill.trainer as trainer_module
+from rad.distill.data import prompts
+from rad.distill.distill import distill
+from rad.distill.metrics import read_metrics
+from rad.distill.on_policy import OnPolicy
+from rad.errors import RadError
+from rad.model.io import load_model
+
+TEMPLATE = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+            "{% if add_generation_prompt %}assistant {% endif %}")
+
+
+def write_chats(path, chats):
+    path.write_text("".join(json.dumps({"messages": messages}) + "\n" for messages in chats))
+    return path
+
+
+def chat(user: str, answer: str) -> list[dict]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def test_chat_prompts_are_the_conversation_before_the_last_answer(tmp_path):
+    tok = word_tokenizer(TEMPLATE)
+    two_turns = chat("w1", "w2") + chat("w3 w4", "w5")
+    path = write_chats(tmp_path / "chats.jsonl", [two_turns])
+    prompt = next(prompts(f"jsonl:{path}", tok, seed=0))
+    assert tok.convert_ids_to_tokens(prompt) == "user w1 assistant w2 user w3 w4 assistant".split()
+    texts = write_texts(tmp_path / "texts.jsonl", 3)
+    with pytest.raises(RadError, match="no chat record with an assistant turn"):
+        prompts(f"jsonl:{texts}", tok, 0)
+    with pytest.raises(RadError, match="no chat template"):
+        prompts(f"jsonl:{path}", word_tokenizer(None), 0)
+
+
+def test_on_policy_rows_are_the_students_continuations_of_the_prompts(llama_dir, tmp_path):
+    """The final norm scaled 1000x makes sampling at temperature 1 pick the argmax, so transformers'
+    greedy decoding of the unscaled checkpoint is an independent reference for every completion."""
+    tok = word_tokenizer(TEMPLATE)
+    chats = [chat("w3 w4 w5", "w6"), chat("w7", "w8 w9"), chat("w10 w11", "w12")]
+    spec = f"jsonl:{write_chats(tmp_path / 'chats.jsonl', chats)}"
+    student = load_model(llama_dir)
+    with torch.no_grad():
+        student.model.norm.weight.mul_(1000)
+    on_policy = OnPolicy(spec, tok, seed=0, seq_len=24, pack=False, pad_id=0, assistant_only=True, max_new_tokens=5)
+    rows = on_policy.rows(student, step=0, n_rows=4, process=0)
+    reference = LlamaForCausalLM.from_pretrained(llama_dir).eval()
+    for r in range(4):
+        ids, loss = rows.ids[r][rows.valid[r]].tolist(), rows.loss[r][rows.valid[r]].tolist()
+        prompt_len = loss.index(True)
+        prompt = ids[:prompt_len]
+        assert tok.decode(prompt).startswith("user") and tok.decode(prompt).endswith("assistant")
+        assert all(loss[prompt_len:]) and len(ids) - prompt_len == 5  # the tiny model has no stop token
+        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=5, do_sample=False, pad_token_id=0)
+        assert ids == expected[0].tolist()
+    again = on_policy.rows(student, step=0, n_rows=4, process=0)
+    other_step = on_policy.rows(student, step=1, n_rows=4, process=0)
+    assert torch.equal(again.ids, rows.ids) and not torch.equal(other_step.ids, rows.ids)
+
+
+@pytest.fixture(scope="module")
+def hybrid(llama_dir, tmp_path_factory):
+    return make_hybrid(llama_dir, tmp_path_factory.mktemp("on_policy") / "hybrid")
+
+
+def on_policy_config(hybrid, teacher, out, data="task:math", **overrides):
+    cfg = config(hybrid, teacher, None, out, steps1=3, steps2=3, save_every=2, on_policy_max_new_tokens=6, **overrides)
+    cfg.data = data
+    cfg.stage1.on_policy = cfg.stage2.on_policy = 0.5
+    return cfg
+
+
+def test_killed_on_policy_run_resumes_to_the_same_weights_and_metrics(llama_dir, hybrid, tmp_path):
+    distill(on_policy_config(hybrid, llama_dir, tmp_path / "whole"))
+    chosen = [r["on_policy"] for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")]
+    assert True in chosen and False in chosen, chosen  # the seed draws both kinds of step
+
+    original = trainer_module.Trainer.train_step
+
+    def dies_at_step_6(self, model, optimizer, scheduler, params, step, stage):
+        if step == 5:
+            raise KeyboardInterrupt
+        return original(self, model, optimizer, scheduler, params, step, stage)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(trainer_module.Trainer, "train_step", dies_at_step_6)
+        distill(on_policy_config(hybrid, llama_dir, tmp_path / "killed"))
+    distill(on_policy_config(hybrid, llama_dir, tmp_path / "killed", resume=True))
+    assert all(torch.equal(weights(tmp_path / "killed")[n], w) for n, w in weights(tmp_path / "whole").items())
+    assert metrics_without_timing(tmp_path / "killed") == metrics_without_timing(tmp_path / "whole")
+
+
+def test_on_policy_needs_prompts_and_a_fraction_between_0_and_1(llama_dir, hybrid, tmp_path):
+    texts = write_texts(tmp_path / "texts.jsonl", 5)
+    with pytest.raises(RadError, match="needs prompts"):
+        distill(on_policy_config(hybrid, llama_dir, tmp_path / "a", data=f"jsonl:{texts}"))
+    cfg = on_policy_config(hybrid, llama_dir, tmp_path / "b")
+    cfg.stage2.on_policy = 1.5
+    with pytest.raises(RadError, match="on-policy fraction must be between 0 and 1"):
+        distill(cfg)
