@@ -1,15 +1,15 @@
-"""How fast the layer search finds the best skip set: Bayesian (GP; TPE beside it) vs random search, and the
-diagnosis wall time.
+"""How fast the layer search finds the best skip set: Bayesian (rad's additive GP; Optuna's Matern GP and TPE
+beside it) vs random search, and the diagnosis wall time.
 
 For each k: evaluate every k-set once (the exhaustive optimum, on the modeled objective: acceptance
 from greedy self-speculative decoding times the timed cost model, fixed for the whole run), then, for
-several seeds, count the trials each sampler needs to first reach that optimum (both never repeat a
+several seeds, count the trials each sampler needs to first reach that optimum (none repeats a
 set, so trials = distinct sets evaluated), and to first come within 1% of it. Prints the medians and
 their ratios (target: GP <= 0.5x random), and the GP's median over random search's exact expectation
 (a median over a few seeds of random search is itself noisy). Then times a whole `diagnose` (search,
 baselines, exhaustive, plot) with --wall-trials trials.
 
-Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 15]
+Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 30] [--prompts task:math|task:code]
 Without the shipped model (or with --model random) a random model of its shape, with graded attention
 strengths, stands in.
 """
@@ -55,11 +55,11 @@ def random_model(folder: Path) -> Path:
     return folder
 
 
-def prompts_for(model_dir: Path, n: int) -> list[list[int]]:
+def prompts_for(model_dir: Path, source: str, n: int) -> list[list[int]]:
     from rad.model.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    return [tokenizer(text)["input_ids"] for text in load_prompts("task:math", n)]
+    return [tokenizer(text)["input_ids"] for text in load_prompts(source, n)]
 
 
 def trials_to_reach(objective: CachedObjective, layers: list[int], k: int, optimum: float, sampler: str,
@@ -77,7 +77,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo" if (DEMO_MODEL_DIR / "config.json").is_file() else "random")
     parser.add_argument("--ks", default="2,4")
-    parser.add_argument("--seeds", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--prompts", default="task:math", help="diagnosis prompts: task:math, task:code, jsonl:PATH, text:PATH")
     parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--wall-trials", type=int, default=50, help="trials of the timed diagnosis (0: skip)")
@@ -90,9 +91,9 @@ def main():
         model_dir = random_model(Path(scratch)) if args.model == "random" else (DEMO_MODEL_DIR if args.model == "demo" else Path(args.model))
         model = load_model(model_dir)
         layers = model.config.attention_layers
-        objective = CachedObjective(SpeedupObjective(model, {"prompts": prompts_for(model_dir, args.n_prompts)},
+        objective = CachedObjective(SpeedupObjective(model, {"prompts": prompts_for(model_dir, args.prompts, args.n_prompts)},
                                                      SpeedupConfig(max_new_tokens=args.max_new_tokens)))
-        print(f"model {args.model}: {len(layers)} attention layers; {args.n_prompts} prompts x {args.max_new_tokens} "
+        print(f"model {args.model}: {len(layers)} attention layers; {args.n_prompts} {args.prompts} prompts x {args.max_new_tokens} "
               f"new tokens; modeled objective; {args.seeds} seeds; torch threads {torch.get_num_threads()}")
         for k in (int(k) for k in args.ks.split(",")):
             start = time.perf_counter()
@@ -112,9 +113,9 @@ def main():
             for sampler, runs in reached.items():
                 exact, close = [r[0] for r in runs], [r[1] for r in runs]
                 medians[sampler] = statistics.median(exact), statistics.median(close)
-                print(f"  {sampler:<6} trials to the optimum: median {medians[sampler][0]:>5} {exact}; "
+                print(f"  {sampler:<9} trials to the optimum: median {medians[sampler][0]:>5} {exact}; "
                       f"to within 1%: median {medians[sampler][1]:>5} {close}")
-            for sampler in ("gp", "tpe"):
+            for sampler in ("gp", "gp-matern", "tpe"):
                 exact, close = (medians[sampler][i] / medians["random"][i] for i in (0, 1))
                 print(f"  ratio {sampler} / random: {exact:.2f} to the optimum (target for gp <= 0.5), {close:.2f} to within 1%; "
                       f"{medians[sampler][0] / expected:.2f} of random's expectation")

@@ -92,8 +92,8 @@ def test_each_set_is_evaluated_once_and_trials_never_repeat_a_set():
     assert all(top_k(t.z, 2) == t.skip or t.skip not in skips[: i] for i, t in enumerate(result.trials))
 
 
-def test_start_up_trials_skip_every_layer_once():
-    result = run_search(CachedObjective(additive_objective(6, 8)[0]), list(range(8)), 2, 4, sampler="gp", seed=3)
+def test_matern_gp_start_up_trials_skip_every_layer_once():
+    result = run_search(CachedObjective(additive_objective(6, 8)[0]), list(range(8)), 2, 4, sampler="gp-matern", seed=3)
     assert sorted(l for t in result.trials for l in t.skip) == list(range(8))
 
 

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--draft-len", type=int, default=4, help="draft tokens per speculative step")
     diag.add_argument("--objective", default="modeled", choices=["modeled", "measured"],
                       help="modeled: acceptance x timed cost model (repeatable); measured: wall clock")
-    diag.add_argument("--sampler", default="gp", choices=["gp", "tpe", "random"])
+    diag.add_argument("--sampler", default="gp", choices=["gp", "gp-matern", "tpe", "random"],
+                      help="gp: additive GP on the sets (default); gp-matern: Optuna's GP on z; tpe; random")
     diag.add_argument("--seed", type=int, default=0)
     diag.add_argument("--exclude-first", action="store_true", help="never skip layer 0")
     diag.add_argument("--exclude-last", action="store_true", help="never skip the last layer")

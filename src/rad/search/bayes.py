@@ -17,11 +17,12 @@ import optuna
 from optuna.trial import TrialState
 
 from rad.errors import RadError
+from rad.search.additive import AdditiveGP
 from rad.search.objective import CachedObjective, Evaluation
 from rad.search.sampler import TopKSampler, param_name
 from rad.search.space import Skip, check_k
 
-SAMPLERS = ("gp", "tpe", "random")
+SAMPLERS = ("gp", "gp-matern", "tpe", "random")
 # A trial whose worker stopped beating for 2 x HEARTBEAT_S (killed, crashed) is marked failed by the next
 # trial of any worker, so a resumed or shared study never waits on it; only completed trials count.
 HEARTBEAT_S = 30
@@ -55,16 +56,19 @@ class SearchResult:
 
 
 def make_sampler(name: str, layers: Sequence[int], k: int, seed: int, deterministic: bool = True) -> TopKSampler:
-    """`deterministic`: the objective gives the same value for the same set (modeled mode), so the GP
-    fits it without a noise term. The model-based samplers start after n/k trials (at least 4) whose sets
-    skip every layer once (TopKSampler.start_up), not after Optuna's 10 random ones. Measured with
+    """gp: rad's additive GP on the sets (rad.search.additive), from one random trial. gp-matern: Optuna's GP
+    (Matern 5/2 on z; `deterministic`: the objective gives the same value for the same set, as in modeled
+    mode, so it fits without a noise term) and tpe: both start after n/k trials (at least 4) whose sets skip
+    every layer once (TopKSampler.start_up), not after Optuna's 10 random ones. Measured with
     benchmarks/search.py's loop on a partly trained demo checkpoint (8 layers, 11 seeds, median trials to
-    the exhaustive optimum): k = 4 took 19 trials with 2 start-up trials, 13 with 4, 12 with 6, 14 with 8;
-    k = 2 took 8 with 4, 15 with 6, 12 with 8; random search needed 37 and 11."""
+    the exhaustive optimum): for gp-matern k = 4 took 19 trials with 2 start-up trials, 13 with 4, 12 with 6,
+    14 with 8; k = 2 took 8 with 4, 15 with 6, 12 with 8; random search needed 37 and 11."""
     startup = max(4, math.ceil(len(layers) / k))
-    with warnings.catch_warnings():  # both options are marked experimental in Optuna 5
+    with warnings.catch_warnings():  # both Optuna options are marked experimental in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "gp":
+            base = AdditiveGP(layers, k, seed)
+        elif name == "gp-matern":
             base = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup,
                                              deterministic_objective=deterministic)
         elif name == "tpe":

@@ -19,6 +19,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from rad.search.additive import AdditiveGP
 from rad.search.space import Skip, top_k
 
 
@@ -55,9 +56,10 @@ def best_untried(z: dict[int, float], k: int, tried: set[Skip]) -> Skip:
 
 
 class TopKSampler(optuna.samplers.BaseSampler):
-    """Wraps `base` (GP, TPE or None for random); z lives on [0, 1] per eligible layer."""
+    """Wraps `base`: an Optuna sampler on z in [0, 1] per eligible layer (Matern GP, TPE), rad's additive GP,
+    which proposes sets directly (its z is the set's vertex), or None for random search."""
 
-    def __init__(self, base: optuna.samplers.BaseSampler | None, layers: Sequence[int], k: int, seed: int):
+    def __init__(self, base: optuna.samplers.BaseSampler | AdditiveGP | None, layers: Sequence[int], k: int, seed: int):
         self.base, self.layers, self.k = base, list(layers), k
         self.space = {param_name(l): FloatDistribution(0.0, 1.0) for l in self.layers}
         self.seed, self.rng = seed, np.random.RandomState(seed)
@@ -69,10 +71,16 @@ class TopKSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space):
         others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                   if t.number != trial.number and len(t.params) == len(self.layers)]
-        proposal = self.base.sample_relative(study, trial, search_space) if self.base else {}
-        z = {int(name[1:]): value for name, value in proposal.items()} or self.start_up(len(others))
+        sets = [top_k({int(n[1:]): v for n, v in t.params.items()}, self.k) for t in others]
+        tried = set(sets)
+        if isinstance(self.base, AdditiveGP):
+            observed = [(skip, t.value) for skip, t in zip(sets, others) if t.state == TrialState.COMPLETE]
+            chosen = self.base.propose(observed, tried)
+            z = {layer: float(layer in chosen) for layer in self.layers}
+        else:
+            proposal = self.base.sample_relative(study, trial, search_space) if self.base else {}
+            z = {int(name[1:]): value for name, value in proposal.items()} or self.start_up(len(others))
         self.proposals[trial.number] = z
-        tried = {top_k({int(n[1:]): v for n, v in t.params.items()}, self.k) for t in others}
         return vertex(best_untried(z, self.k, tried), self.layers)
 
     def start_up(self, index: int) -> dict[int, float]:
@@ -92,9 +100,9 @@ class TopKSampler(optuna.samplers.BaseSampler):
         raise AssertionError("every z is sampled as a whole vector in sample_relative")
 
     def before_trial(self, study, trial):
-        if self.base:
+        if isinstance(self.base, optuna.samplers.BaseSampler):
             self.base.before_trial(study, trial)
 
     def after_trial(self, study, trial, state, values):
-        if self.base:
+        if isinstance(self.base, optuna.samplers.BaseSampler):
             self.base.after_trial(study, trial, state, values)

@@ -1,0 +1,108 @@
+"""A Gaussian process made for skip sets: a linear (additive) kernel on layer membership, and expected
+improvement maximised over the untried sets themselves.
+
+Why additive: skipping a layer changes the speed-up by about the same amount whatever else is skipped.
+On the shipped model, a per-layer sum explains 94-98% of the variance of the objective over all 2- and
+4-layer sets (math and code prompts). A GP with kernel x.x' (x the set's 0/1 membership vector) is
+Bayesian linear regression on per-layer effects: one trial informs every set that shares a layer with it,
+where a distance kernel on z (Optuna's Matern GP) only informs nearby points. Expected improvement is then
+evaluated on the sets, not on a relaxation, so the next trial is the untried set that is truly best.
+
+Measured on the shipped model's cached objective (16 prompts x 64 tokens, 30 seeds, median trials to the
+exhaustive optimum; random search expects 14.5 for k = 2 and 35.5 for k = 4): math prompts k = 2 6.5,
+k = 4 14; code prompts 5.5 and 12. Optuna's GP sampler on the same tables: 9 and 12.5; 8.5 and 9.5.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from rad.search.space import Skip
+
+NOISES = (1e-4, 1e-2, 1e-1)  # noise variances (of the standardised objective) tried by marginal likelihood
+ENUMERATE_LIMIT = 20_000  # above this many sets, expected improvement is maximised by local search
+LOCAL_STARTS = 16
+
+
+class AdditiveGP:
+    def __init__(self, layers: Sequence[int], k: int, seed: int):
+        self.layers, self.k = list(layers), k
+        self.rng = np.random.RandomState(seed)
+
+    def membership(self, sets: Sequence[Skip]) -> np.ndarray:
+        index = {layer: i for i, layer in enumerate(self.layers)}
+        x = np.zeros((len(sets), len(self.layers)))
+        for row, skip in enumerate(sets):
+            x[row, [index[layer] for layer in skip]] = 1.0
+        return x
+
+    def posterior(self, observed: Sequence[tuple[Skip, float]]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Mean and covariance of the per-layer effects (standardised objective), and the best standardised value.
+
+        Prior: effects i.i.d. N(0, 1/k), so a set's prior variance is 1, the standardised objective's."""
+        x = self.membership([skip for skip, _ in observed])
+        y = np.array([value for _, value in observed], dtype=float)
+        y = (y - y.mean()) / (y.std() or 1.0)
+        prior = np.eye(len(self.layers)) * self.k
+        best = None
+        for noise in NOISES:
+            precision = prior + x.T @ x / noise
+            cov = np.linalg.inv(precision)
+            mean = cov @ x.T @ y / noise
+            gram = x @ x.T / self.k + noise * np.eye(len(y))
+            sign, logdet = np.linalg.slogdet(gram)
+            evidence = -0.5 * (y @ np.linalg.solve(gram, y) + logdet)
+            if best is None or evidence > best[0]:
+                best = (evidence, mean, cov)
+        return best[1], best[2], float(y.max())
+
+    def propose(self, observed: Sequence[tuple[Skip, float]], tried: set[Skip]) -> Skip:
+        """The untried set of the largest expected improvement (a random one before any observation)."""
+        if not observed:
+            return self._random_untried(tried)
+        mean, cov, best = self.posterior(observed)
+
+        def improvement(sets: Sequence[Skip]) -> np.ndarray:
+            x = self.membership(sets)
+            mu, sd = x @ mean, np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, cov, x), 1e-12))
+            z = (mu - best) / sd
+            return (mu - best) * norm.cdf(z) + sd * norm.pdf(z)
+
+        if math.comb(len(self.layers), self.k) <= ENUMERATE_LIMIT:
+            candidates = [s for s in itertools.combinations(self.layers, self.k) if s not in tried]
+        else:
+            candidates = self._local_search(improvement, mean, tried)
+        if not candidates:
+            return next(iter(tried))  # every set has been tried: repeat one (the objective cache answers it)
+        return candidates[int(np.argmax(improvement(candidates)))]
+
+    def _local_search(self, improvement, mean: np.ndarray, tried: set[Skip]) -> list[Skip]:
+        """Hill-climb by single swaps from the mean's best set and random sets; the local optima found."""
+        order = [self.layers[i] for i in np.argsort(-mean, kind="stable")]
+        starts = [tuple(sorted(order[: self.k]))] + [self._random_untried(set()) for _ in range(LOCAL_STARTS - 1)]
+        found = []
+        for current in starts:
+            while True:
+                swaps = [tuple(sorted((set(current) - {out}) | {into}))
+                         for out in current for into in self.layers if into not in current]
+                options = [s for s in [current, *swaps] if s not in tried]
+                if not options:
+                    break
+                better = options[int(np.argmax(improvement(options)))]
+                if better == current:
+                    break
+                current = better
+            if current not in tried:
+                found.append(current)
+        return found
+
+    def _random_untried(self, tried: set[Skip]) -> Skip:
+        while True:  # the caller guarantees an untried set exists unless `tried` holds them all
+            skip = tuple(sorted(self.rng.choice(self.layers, self.k, replace=False).tolist()))
+            if skip not in tried or len(tried) >= math.comb(len(self.layers), self.k):
+                return skip
