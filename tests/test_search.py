@@ -97,6 +97,19 @@ def test_matern_gp_start_up_trials_skip_every_layer_once():
     assert sorted(l for t in result.trials for l in t.skip) == list(range(8))
 
 
+def test_ties_on_the_objective_go_to_the_higher_acceptance_rate():
+    """Sets (0, 1) and (2, 3) tie on the speed-up; (2, 3) had fewer drafts rejected: it is the best, for
+    the search and for the random and exhaustive baselines, whichever was evaluated first."""
+    def objective(skip):
+        value = 1.0 if skip in ((0, 1), (2, 3)) else 0.5
+        return Evaluation(value, {"acceptance_rate": 0.96 if skip == (2, 3) else 0.9})
+
+    result = run_search(CachedObjective(objective), [0, 1, 2, 3], 2, 6, sampler="random", seed=0)
+    assert result.best.skip == (2, 3)
+    baselines = run_baselines(CachedObjective(objective), [0, 1, 2, 3], 2, n_random=6, seed=0, influence=None)
+    assert baselines["random"]["skip"] == [2, 3] and baselines["exhaustive"]["skip"] == [2, 3]
+
+
 def test_trials_are_capped_at_the_number_of_sets():
     result = run_search(CachedObjective(additive_objective(2, 4)[0]), [0, 1, 2, 3], 1, 50, sampler="random")
     assert len(result.trials) == 4

@@ -13,7 +13,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
-from rad.search.objective import CachedObjective
+from rad.search.objective import CachedObjective, rank_key
 from rad.search.space import Skip
 
 EXHAUSTIVE_LIMIT = 500
@@ -41,9 +41,9 @@ def random_sets(eligible: Sequence[int], k: int, n: int, seed: int) -> list[Skip
 
 
 def best_of(objective: CachedObjective, sets: Sequence[Skip]) -> dict:
-    """The best set among `sets` by the objective (ties: the first), with how many were evaluated."""
-    values = [objective(skip).value for skip in sets]
-    best = max(range(len(sets)), key=lambda i: (values[i], -i))
+    """The best set among `sets` by the objective (rank_key; then the first), with how many were evaluated."""
+    ranks = [rank_key(result.value, result.details) for result in map(objective, sets)]
+    best = max(range(len(sets)), key=lambda i: (*ranks[i], -i))
     return entry(objective, sets[best]) | {"evaluated": len(sets)}
 
 

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from rad.errors import RadError
 from rad.search.additive import AdditiveGP
-from rad.search.objective import CachedObjective, Evaluation
+from rad.search.objective import CachedObjective, Evaluation, rank_key
 from rad.search.sampler import TopKSampler, param_name
 from rad.search.space import Skip, check_k
 
@@ -52,7 +52,7 @@ class SearchResult:
 
     @property
     def best(self) -> TrialRecord:
-        return max(self.trials, key=lambda t: (t.value, -t.number))  # ties: the earliest trial
+        return max(self.trials, key=lambda t: (*rank_key(t.value, t.details), -t.number))  # then the earliest trial
 
 
 def make_sampler(name: str, layers: Sequence[int], k: int, seed: int, deterministic: bool = True) -> TopKSampler:

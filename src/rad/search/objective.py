@@ -31,6 +31,14 @@ class Evaluation:
 Objective = Callable[[Skip], Evaluation]
 
 
+def rank_key(value: float, details: dict) -> tuple[float, float]:
+    """Order of merit of an evaluated set: the value, then the acceptance rate. Ties on the modeled speed-up
+    are common in a short diagnosis (it counts forwards, and two skip sets can need the same number of draft
+    and verify forwards while one of them had more drafts rejected); the higher acceptance is then the set
+    whose draft agrees more with the full model, the more redundant one."""
+    return value, details.get("acceptance_rate") or 0.0
+
+
 class CachedObjective:
     """Evaluates each distinct skip set once; `remember` adds results found elsewhere (a resumed study)."""
 
