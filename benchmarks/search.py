@@ -9,7 +9,7 @@ their ratios (target: GP <= 0.5x random), and the GP's median over random search
 (a median over a few seeds of random search is itself noisy). Then times a whole `diagnose` (search,
 baselines, exhaustive, plot) with --wall-trials trials.
 
-Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 30] [--prompts task:math|task:code]
+Run: python benchmarks/search.py [--model demo] [--ks 2,4] [--seeds 100] [--optuna-seeds 30] [--prompts task:math|task:code]
 Without the shipped model (or with --model random) a random model of its shape, with graded attention
 strengths, stands in.
 """
@@ -77,7 +77,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo" if (DEMO_MODEL_DIR / "config.json").is_file() else "random")
     parser.add_argument("--ks", default="2,4")
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=100, help="seeds for gp and random search (both fast)")
+    parser.add_argument("--optuna-seeds", type=int, default=30, help="seeds for gp-matern and tpe (slower; for comparison)")
     parser.add_argument("--prompts", default="task:math", help="diagnosis prompts: task:math, task:code, jsonl:PATH, text:PATH")
     parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -94,14 +95,15 @@ def main():
         objective = CachedObjective(SpeedupObjective(model, {"prompts": prompts_for(model_dir, args.prompts, args.n_prompts)},
                                                      SpeedupConfig(max_new_tokens=args.max_new_tokens)))
         print(f"model {args.model}: {len(layers)} attention layers; {args.n_prompts} {args.prompts} prompts x {args.max_new_tokens} "
-              f"new tokens; modeled objective; {args.seeds} seeds; torch threads {torch.get_num_threads()}")
+              f"new tokens; modeled objective; torch threads {torch.get_num_threads()}")
         for k in (int(k) for k in args.ks.split(",")):
             start = time.perf_counter()
             sets = list(itertools.combinations(layers, k))
             best = max(sets, key=lambda s: objective(s).value)
             optimum = objective(best).value
             per_set = (time.perf_counter() - start) / len(sets)
-            reached = {sampler: [trials_to_reach(objective, layers, k, optimum, sampler, seed) for seed in range(args.seeds)]
+            seeds = {sampler: args.seeds if sampler in ("gp", "random") else args.optuna_seeds for sampler in SAMPLERS}
+            reached = {sampler: [trials_to_reach(objective, layers, k, optimum, sampler, seed) for seed in range(seeds[sampler])]
                        for sampler in SAMPLERS}
             # Random search without repeats draws the sets in a uniformly random order: its expected trials to
             # the first of `ties` optimal sets among N is (N + 1) / (ties + 1), a reference free of seed luck.
@@ -113,7 +115,7 @@ def main():
             for sampler, runs in reached.items():
                 exact, close = [r[0] for r in runs], [r[1] for r in runs]
                 medians[sampler] = statistics.median(exact), statistics.median(close)
-                print(f"  {sampler:<9} trials to the optimum: median {medians[sampler][0]:>5} {exact}; "
+                print(f"  {sampler:<9} ({len(runs)} seeds) trials to the optimum: median {medians[sampler][0]:>5} {exact}; "
                       f"to within 1%: median {medians[sampler][1]:>5} {close}")
             for sampler in ("gp", "gp-matern", "tpe"):
                 exact, close = (medians[sampler][i] / medians["random"][i] for i in (0, 1))

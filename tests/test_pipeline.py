@@ -43,10 +43,16 @@ def reduced(model, out, **changes) -> RunConfig:
 def test_reduced_run_writes_every_artifact(task_model, tmp_path):
     lines = []
     # Rows long enough to hold a whole problem: with --assistant-only a row of prompt tokens alone has no loss.
-    summaries = run(reduced(task_model, tmp_path, temperature=2.0, assistant_only=True, seq_len=160), log=lines.append)
+    threads = torch.get_num_threads()
+    try:
+        summaries = run(reduced(task_model, tmp_path, temperature=2.0, assistant_only=True, seq_len=160, threads=1,
+                                distill_threads=2), log=lines.append)
+        assert torch.get_num_threads() == 1  # the stages after distillation ran with the run's thread count again
+    finally:
+        torch.set_num_threads(threads)
     assert list(summaries) == list(STAGES)
     distilled = json.loads((tmp_path / "distill" / "distill.json").read_text())["config"]
-    assert distilled["temperature"] == 2.0 and distilled["assistant_only"] is True
+    assert distilled["temperature"] == 2.0 and distilled["assistant_only"] is True and distilled["threads"] == 2
     diagnosis = json.loads((tmp_path / "diagnose" / "diagnosis.json").read_text())
     layers = diagnosis["results"]["1"]["best_layers"]
     hybrid = json.loads((tmp_path / "distill" / "config.json").read_text())

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a busy machine)")
+    run.add_argument("--distill-threads", type=int, default=0, help="torch CPU threads while distilling (0: as --threads)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="rad run on the shipped demo model, sized for a laptop CPU")

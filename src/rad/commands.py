@@ -196,7 +196,7 @@ def cmd_run(args) -> None:
                        stage2_steps=args.stage2_steps, lr=args.lr, stage2_lr=args.stage2_lr,
                        temperature=args.temperature, assistant_only=args.assistant_only, eval_n=args.eval_n,
                        contexts=parse_int_list(args.contexts, "--contexts"), device=args.device, seed=args.seed,
-                       threads=args.threads)
+                       threads=args.threads, distill_threads=args.distill_threads)
     run(config, log=lambda line: print(line, flush=True))
 
 
