@@ -7,7 +7,7 @@ from rad.pipeline import RunConfig
 
 
 def demo_config(out: str) -> RunConfig:
-    """Settings that finish in under 10 minutes on a 2-core CPU (8 min 10 s measured; see the README)."""
+    """Settings that finish in under 10 minutes on a 2-core CPU (8 min 20 s measured; see the README)."""
     return RunConfig(
         model="demo", k=2, out=out, trials=20, n_prompts=4, diagnose_new_tokens=24,
         # A short stage 1 starts the mixers (from the rad init they output 0), then stage 2 lets the whole model
