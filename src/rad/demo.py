@@ -19,7 +19,7 @@ def demo_config(out: str) -> RunConfig:
         stage1_steps=50, lr=5e-3, stage2_steps=150, stage2_lr=1e-3, batch_size=16, seq_len=256,
         temperature=4.0, assistant_only=True, distill_threads=2,
         # The hybrid gains where attention is long: at 4096 tokens ~1.08x per step, which this shared CPU's noise
-        # covered (0.97-1.04x measured); at 8192 about 1.4x. Each 8192-token prefill takes ~8 s, hence 3 repetitions.
+        # covered (0.97-1.04x measured); at 8192 1.4-1.5x. Each 8192-token prefill takes ~8 s, hence 3 repetitions.
         eval_n=100, contexts=[256, 2048, 8192], batch_sizes=[1], bench_new_tokens=128, bench_reps=3,
         threads=1,  # decoding a 6.5M-parameter model gains little from a second thread and stalls when the core is busy
     )
