@@ -31,8 +31,8 @@ from rad.model.tokenizer import load_tokenizer
 # Settings a resumed run must share with the run it continues (grad_accum and the process count
 # may change: they only change how a step's rows are split).
 RESUME_KEYS = ("student", "teacher", "data", "stage1", "stage2", "seq_len", "pack", "assistant_only", "batch_size",
-               "temperature", "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm",
-               "topk_cache", "topk", "seed")
+               "temperature", "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay",
+               "max_grad_norm", "topk_cache", "topk", "seed")
 
 
 def check_config(config: DistillConfig) -> None:

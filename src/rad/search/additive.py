@@ -9,7 +9,7 @@ where a distance kernel on z (Optuna's Matern GP) only informs nearby points. Ex
 evaluated on the sets, not on a relaxation, so the next trial is the untried set that is truly best.
 
 Measured on the shipped model's objective (16 prompts x 64 tokens, cached; 200 seeds; median trials to the
-exhaustive optimum; random search needs 14.5 for k = 2 and 36 for k = 4): math prompts k = 2 7, k = 4 10;
+exhaustive optimum; random search needs 14.5 for k = 2 and 35.5 for k = 4): math prompts k = 2 7, k = 4 10;
 code prompts 7 and 9. Optuna's GP sampler (30 seeds): 9 and 12; 8.5 and 9. At k = 2 the best few pairs differ by
 about 1%, so after the model has found the good layers the search must try those pairs one by one.
 """
@@ -57,7 +57,7 @@ class AdditiveGP:
             cov = np.linalg.inv(precision)
             mean = cov @ x.T @ y / noise
             gram = x @ x.T / self.k + noise * np.eye(len(y))
-            sign, logdet = np.linalg.slogdet(gram)
+            _, logdet = np.linalg.slogdet(gram)
             evidence = -0.5 * (y @ np.linalg.solve(gram, y) + logdet)
             if best is None or evidence > best[0]:
                 best = (evidence, mean, cov)
