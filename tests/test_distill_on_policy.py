@@ -12,6 +12,7 @@ from test_distill_parts import word_tokenizer
 from transformers import LlamaForCausalLM
 
 import rad.distill.trainer as trainer_module
+from rad.cli import main
 from rad.distill.data import prompts
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
@@ -110,3 +111,14 @@ def test_on_policy_needs_prompts_and_a_fraction_between_0_and_1(llama_dir, hybri
     cfg.stage2.on_policy = 1.5
     with pytest.raises(RadError, match="on-policy fraction must be between 0 and 1"):
         distill(cfg)
+
+
+def test_cli_options_reach_the_stages(llama_dir, hybrid, tmp_path, capsys):
+    out = tmp_path / "out"
+    main(["distill", str(hybrid), "--teacher", str(llama_dir), "--data", "task:math", "--stage1-steps", "1",
+          "--stage2-steps", "1", "--stage2-on-policy", "1", "--on-policy-max-new-tokens", "4", "--seq-len", "32",
+          "--batch-size", "2", "--out", str(out), "--json"])
+    config = json.loads(capsys.readouterr().out)["config"]
+    assert config["stage1"]["on_policy"] == 0.0 and config["stage2"]["on_policy"] == 1.0
+    assert config["on_policy_max_new_tokens"] == 4
+    assert [r["on_policy"] for r in read_metrics(out / "metrics.jsonl")] == [False, True]
