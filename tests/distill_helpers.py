@@ -2,7 +2,12 @@
 
 import json
 import random
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+
+import rad.distill.trainer as trainer_module
 
 from rad.distill.config import DistillConfig, StageConfig
 from rad.model.convert import convert_folder
@@ -30,3 +35,18 @@ def config(student, teacher, data, out, steps1=4, steps2=0, **overrides) -> Dist
                     seq_len=32, batch_size=4, save_every=100, progress=False)
     settings.update(overrides)
     return DistillConfig(**settings)
+
+
+@contextmanager
+def killed_at_step(number: int):
+    """Inside, a distillation dies (KeyboardInterrupt) as it starts step `number` (1-based)."""
+    original = trainer_module.Trainer.train_step
+
+    def dies(self, model, optimizer, scheduler, params, step, stage):
+        if step == number - 1:
+            raise KeyboardInterrupt
+        return original(self, model, optimizer, scheduler, params, step, stage)
+
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(trainer_module.Trainer, "train_step", dies)
+        yield

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from distill_helpers import REPLACED, config, make_hybrid, write_texts
+from distill_helpers import REPLACED, config, killed_at_step, make_hybrid, write_texts
 from safetensors.torch import load_file
 
 import rad.distill.trainer as trainer_module
@@ -103,15 +103,7 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(setup, tmp_path):
     distill(config(hybrid, teacher, data, tmp_path / "whole", **settings))
 
     killed = tmp_path / "killed"
-    original = trainer_module.Trainer.train_step
-
-    def dies_at_step_6(self, model, optimizer, scheduler, params, step, stage):
-        if step == 5:
-            raise KeyboardInterrupt
-        return original(self, model, optimizer, scheduler, params, step, stage)
-
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
-        mp.setattr(trainer_module.Trainer, "train_step", dies_at_step_6)
+    with killed_at_step(6):
         distill(config(hybrid, teacher, data, killed, **settings))
     assert sorted(p.name for p in (killed / "checkpoints").iterdir()) == ["step-000003", "step-000004"]
     assert len(read_metrics(killed / "metrics.jsonl")) == 5  # step 5 was logged, then lost with the kill

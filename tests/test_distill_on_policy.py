@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
-from distill_helpers import config, make_hybrid, write_texts
+from distill_helpers import config, killed_at_step, make_hybrid, write_texts
 from test_distill import metrics_without_timing, weights
 from test_distill_parts import word_tokenizer
 from transformers import LlamaForCausalLM
 
-import rad.distill.trainer as trainer_module
 from rad.cli import main
 from rad.distill.data import prompts
 from rad.distill.distill import distill
@@ -88,15 +87,7 @@ def test_killed_on_policy_run_resumes_to_the_same_weights_and_metrics(llama_dir,
     chosen = [r["on_policy"] for r in read_metrics(tmp_path / "whole" / "metrics.jsonl")]
     assert True in chosen and False in chosen, chosen  # the seed draws both kinds of step
 
-    original = trainer_module.Trainer.train_step
-
-    def dies_at_step_6(self, model, optimizer, scheduler, params, step, stage):
-        if step == 5:
-            raise KeyboardInterrupt
-        return original(self, model, optimizer, scheduler, params, step, stage)
-
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
-        mp.setattr(trainer_module.Trainer, "train_step", dies_at_step_6)
+    with killed_at_step(6):
         distill(on_policy_config(hybrid, llama_dir, tmp_path / "killed"))
     distill(on_policy_config(hybrid, llama_dir, tmp_path / "killed", resume=True))
     assert all(torch.equal(weights(tmp_path / "killed")[n], w) for n, w in weights(tmp_path / "whole").items())
