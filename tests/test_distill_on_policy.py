@@ -12,7 +12,7 @@ from test_distill_parts import word_tokenizer
 from transformers import LlamaForCausalLM
 
 from rad.cli import main
-from rad.distill.data import prompts
+from rad.distill.data import prompt_source
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
 from rad.distill.on_policy import OnPolicy
@@ -36,13 +36,13 @@ def test_chat_prompts_are_the_conversation_before_the_last_answer(tmp_path):
     tok = word_tokenizer(TEMPLATE)
     two_turns = chat("w1", "w2") + chat("w3 w4", "w5")
     path = write_chats(tmp_path / "chats.jsonl", [two_turns])
-    prompt = next(prompts(f"jsonl:{path}", tok, seed=0))
+    prompt = next(prompt_source(f"jsonl:{path}", tok)(0))
     assert tok.convert_ids_to_tokens(prompt) == "user w1 assistant w2 user w3 w4 assistant".split()
     texts = write_texts(tmp_path / "texts.jsonl", 3)
     with pytest.raises(RadError, match="no chat record with an assistant turn"):
-        prompts(f"jsonl:{texts}", tok, 0)
+        prompt_source(f"jsonl:{texts}", tok)
     with pytest.raises(RadError, match="no chat template"):
-        prompts(f"jsonl:{path}", word_tokenizer(None), 0)
+        prompt_source(f"jsonl:{path}", word_tokenizer(None))
 
 
 def test_on_policy_rows_are_the_students_continuations_of_the_prompts(llama_dir, tmp_path):

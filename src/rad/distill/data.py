@@ -10,9 +10,10 @@ process and after a resume: the data position is just a row index.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,14 +114,15 @@ def jsonl_documents(path: Path, tokenizer, seed: int, assistant_only: bool) -> I
         yield from (docs[i] for i in order)
 
 
-def prompts(spec: str, tokenizer, seed: int) -> Iterator[list[int]]:
-    """Endless prompts for on-policy distillation (the student writes the answers): a task's questions,
-    or each chat record's messages before its last assistant turn, rendered with the template's
-    generation prompt. Plain-text records have no prompt to answer: an error."""
+def prompt_source(spec: str, tokenizer) -> Callable[[int], Iterator[list[int]]]:
+    """Prompts for on-policy distillation (the student writes the answers), read once: a function from a
+    seed to an endless stream of a task's questions, or of each chat record's messages before its last
+    assistant turn, rendered with the template's generation prompt. Plain-text records have no prompt to
+    answer: an error, raised here."""
     check_data_spec(spec)
     kind, _, rest = spec.partition(":")
     if kind == "task":
-        return task_prompts(rest.split("+"), tokenizer, seed)
+        return functools.partial(task_prompts, rest.split("+"), tokenizer)
     path = Path(rest)
     # A record answers a prompt if some assistant turn follows at least one other message.
     chats = [r["messages"] for r in read_records(path)
@@ -129,7 +131,7 @@ def prompts(spec: str, tokenizer, seed: int) -> Iterator[list[int]]:
         raise RadError(f"on-policy distillation needs prompts to answer, but {path} has no chat record with an assistant turn")
     if not tokenizer.chat_template:
         raise RadError("the data has chat messages but the tokenizer has no chat template")
-    return chat_prompts(chats, tokenizer, seed)
+    return functools.partial(chat_prompts, chats, tokenizer)
 
 
 def task_prompts(names: list[str], tokenizer, seed: int) -> Iterator[list[int]]:

@@ -19,16 +19,15 @@ import torch
 
 from rad.decode.generate import generate
 from rad.decode.sampling import SamplingConfig
-from rad.distill.data import Rows, build_rows, prompts
+from rad.distill.data import Rows, build_rows, prompt_source
 
 
 class OnPolicy:
     def __init__(self, spec: str, tokenizer, seed: int, seq_len: int, pack: bool, pad_id: int,
                  assistant_only: bool, max_new_tokens: int):  # fmt: skip
-        self.spec, self.tokenizer, self.seed = spec, tokenizer, seed
-        self.seq_len, self.pack, self.pad_id = seq_len, pack, pad_id
+        self.prompts = prompt_source(spec, tokenizer)  # a source without prompts fails now, not at an on-policy step
+        self.seed, self.seq_len, self.pack, self.pad_id = seed, seq_len, pack, pad_id
         self.assistant_only, self.max_new_tokens = assistant_only, max_new_tokens
-        next(prompts(spec, tokenizer, seed))  # a data source without prompts fails now, not at the first on-policy step
 
     def chosen(self, step: int, fraction: float) -> bool:
         return fraction > 0 and random.Random(f"on-policy:{self.seed}:{step}").random() < fraction
@@ -37,7 +36,7 @@ class OnPolicy:
     def rows(self, student, step: int, n_rows: int, process: int) -> Rows:
         """`n_rows` rows of the student's own completions (sampled at temperature 1) to fresh prompts."""
         seed = zlib.crc32(f"{self.seed}:{step}:{process}".encode())
-        stream = prompts(self.spec, self.tokenizer, seed)
+        stream = self.prompts(seed)
         was_training = student.training
         student.eval()
         try:
