@@ -9,8 +9,8 @@ tokens/s of both, their acceptance (transformers': from its forward counts), the
 transformers, and rad's speed-up over its own plain decoding measured in the same call.
 
 Models: `redundant`, a random Llama whose attention in S is nearly silent (o_proj scaled down: what RAD
-looks for), and, when it is shipped, `demo` on held-out math questions, with the S that a small greedy
-sweep finds best by rad's modeled speed-up (steady under a noisy clock); the benchmark then measures it.
+looks for), and, when it is shipped, `demo` on held-out math questions, with the S and K that a small
+greedy sweep finds best by rad's modeled speed-up (steady under a noisy clock); the benchmark then measures them.
 Run: python benchmarks/speculative.py [--reps 5] [--threads 1] [--new-tokens 128]
 """
 
@@ -32,6 +32,7 @@ from rad.errors import RadError
 from rad.data import math
 from rad.model.io import load_model, resolve_model_dir
 from rad.model.tokenizer import encode_prompt, load_tokenizer
+from rad.search.speedup import pooled_speedup
 
 REDUNDANT = dict(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=8,
                  num_attention_heads=8, num_key_value_heads=4, bos_token_id=None, eos_token_id=None)
@@ -86,11 +87,11 @@ def run_transformers(reference, assistant, prompt, new_tokens, counters):
     return out, seconds, (len(out) - verifies) / max(drafts, 1)  # each verification emits accepted + 1
 
 
-def bench(name, folder, reference, skip, prompts, args):
+def bench(name, folder, reference, skip, prompts, args, draft_len):
     ours = load_model(folder, device=args.device)
     reference = reference.to(args.device)
-    policy = DraftPolicy(args.draft_len)
-    assistant = zeroed_assistant(reference, skip, args.draft_len)
+    policy = DraftPolicy(draft_len)
+    assistant = zeroed_assistant(reference, skip, draft_len)
     greedy = [generate(ours, [p], args.new_tokens).tokens[0] for p in prompts]
     with torch.inference_mode():
         for prompt, expected in zip(prompts, greedy):
@@ -113,29 +114,37 @@ def bench(name, folder, reference, skip, prompts, args):
                 rows["hf_acc"].append(hf_acceptance)
                 rows["vs_plain"].append(out.stats.speedup_measured)
     med = {key: statistics.median(values) for key, values in rows.items()}
-    print(f"{name:<10} S={skip}  rad {med['rad_tps']:7.1f} tok/s (acceptance {med['rad_acc']:.2f})   "
+    print(f"{name:<10} S={skip} K={draft_len}  rad {med['rad_tps']:7.1f} tok/s (acceptance {med['rad_acc']:.2f})   "
           f"transformers assisted {med['hf_tps']:7.1f} tok/s (acceptance {med['hf_acc']:.2f})   "
           f"ratio {med['ratio']:.2f}x (min {min(rows['ratio']):.2f}, max {max(rows['ratio']):.2f})   "
           f"rad vs its plain decoding {med['vs_plain']:.2f}x (decode phase)   outputs = greedy: yes", flush=True)
 
 
-def sweep(folder, prompts, args, most: int = 4) -> list[int]:
-    """A small sweep: grow S one layer at a time, each time adding the layer with the best modeled
-    speed-up (acceptance on the prompts, costs from the cost model); return the best S met on the way."""
+def modeled_speedup(model, prompts, skip, draft_len, new_tokens) -> float:
+    """rad's modeled speed-up of S and K over the prompts, each decoded alone as the timing does."""
+    parts = []
+    for prompt in prompts:
+        out = speculative_generate(model, [prompt], new_tokens, skip=skip, policy=DraftPolicy(draft_len), model_cost=True)
+        parts.append((out.num_tokens, out.stats.speedup_modeled or 1.0))
+    return pooled_speedup(parts)
+
+
+def sweep(folder, prompts, args, most: int = 4) -> tuple[list[int], int]:
+    """A small sweep: for each K, grow S one layer at a time, each time adding the layer with the best
+    modeled speed-up (acceptance on the prompts, costs from the cost model); return the best (S, K) met."""
     model = load_model(folder, device=args.device)
-    best, best_skip, skip = 0.0, [], []
-    for _ in range(most):
-        scores = {}
-        for layer in sorted(set(range(model.config.num_layers)) - set(skip)):
-            out = speculative_generate(model, prompts, args.new_tokens, skip=skip + [layer],
-                                       policy=DraftPolicy(args.draft_len), model_cost=True)
-            scores[layer] = out.stats.speedup_modeled or 0.0
-        layer = max(scores, key=scores.get)
-        skip = sorted(skip + [layer])
-        print(f"  sweep: S={skip} modeled speed-up {scores[layer]:.2f}x", flush=True)
-        if scores[layer] > best:
-            best, best_skip = scores[layer], skip
-    return best_skip
+    best, best_choice = 0.0, ([], args.draft_len)
+    for draft_len in args.sweep_draft_lens:
+        skip = []
+        for _ in range(most):
+            scores = {layer: modeled_speedup(model, prompts, skip + [layer], draft_len, args.new_tokens)
+                      for layer in sorted(set(range(model.config.num_layers)) - set(skip))}
+            layer = max(scores, key=scores.get)
+            skip = sorted(skip + [layer])
+            print(f"  sweep: K={draft_len} S={skip} modeled speed-up {scores[layer]:.3f}x", flush=True)
+            if scores[layer] > best:
+                best, best_choice = scores[layer], (skip, draft_len)
+    return best_choice
 
 
 def main():
@@ -144,7 +153,10 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-len", type=int, default=256)
     parser.add_argument("--prompts", type=int, default=2)
-    parser.add_argument("--draft-len", type=int, default=2, help="K for both (2: the cost model's best here)")
+    parser.add_argument("--draft-len", type=int, default=2, help="K for both on the random model (2: the cost model's best there)")
+    parser.add_argument("--demo-prompts", type=int, default=8, help="held-out math questions for the trained model")
+    parser.add_argument("--sweep-draft-lens", type=lambda text: [int(k) for k in text.split(",")], default=[2, 3, 4, 6],
+                        help="the values of K the trained model's sweep tries")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default="demo", help="a trained model folder to sweep and time (default: the shipped demo)")
@@ -152,12 +164,13 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, greedy, K={args.draft_len}, "
-          f"prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps} x {args.prompts} prompts")
+          f"prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps} x {args.prompts} prompts "
+          f"({args.demo_prompts} for the trained model)")
     g = torch.Generator().manual_seed(0)
 
     folder, reference = redundant_model()
     prompts = [torch.randint(0, REDUNDANT["vocab_size"], (args.prompt_len,), generator=g).tolist() for _ in range(args.prompts)]
-    bench("redundant", folder, reference, REDUNDANT_SKIP, prompts, args)
+    bench("redundant", folder, reference, REDUNDANT_SKIP, prompts, args, args.draft_len)
 
     try:
         folder = resolve_model_dir(args.model)
@@ -167,8 +180,9 @@ def main():
     reference = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     tokenizer = load_tokenizer(folder)
     # What the demo model was trained for: held-out math questions (the sweep and the timing share them).
-    prompts = [encode_prompt(tokenizer, problem.prompt) for problem in math.generate(args.prompts, seed=1, split="test")]
-    bench(folder.name, folder, reference, sweep(folder, prompts, args), prompts, args)
+    prompts = [encode_prompt(tokenizer, problem.prompt) for problem in math.generate(args.demo_prompts, seed=1, split="test")]
+    skip, draft_len = sweep(folder, prompts, args)
+    bench(folder.name, folder, reference, skip, prompts, args, draft_len)
 
 
 if __name__ == "__main__":
