@@ -1,5 +1,6 @@
 """Two processes (DDP over gloo, started with torch.multiprocessing.spawn) follow the same loss
-trajectory as one process at the same global batch.
+trajectory as one process at the same global batch, through an alignment stage (whose mixers run
+outside the DDP wrapper, their gradients averaged by hand) and stage 1.
 
 Tolerance: relative 1e-5 on every step's loss and relative 1e-4 (norm of the difference) on each final weight. The two runs
 compute the same sums in a different order (each process sums its own rows; gloo adds the halves),
@@ -16,13 +17,15 @@ from accelerate import Accelerator
 from distill_helpers import config, make_hybrid, write_texts
 from safetensors.torch import load_file, save_file
 
+from rad.distill.alignment import teacher_forcing
+from rad.distill.config import StageConfig
 from rad.distill.data import build_rows, documents
 from rad.distill.metrics import read_metrics
 from rad.distill.trainer import Trainer
 from rad.model.io import load_model
 from rad.model.tokenizer import load_tokenizer
 
-STEPS = 4
+ALIGN, STEPS = 2, 4  # alignment steps, all steps
 
 
 def run(cfg, rows):
@@ -30,7 +33,7 @@ def run(cfg, rows):
     accelerator = Accelerator(cpu=True)
     torch.set_num_threads(1)  # after accelerate (it sets 2 for multi-process CPU); the cores are shared
     student, teacher = load_model(cfg.student).train(), load_model(cfg.teacher).requires_grad_(False)
-    Trainer(cfg, student, teacher, rows, accelerator, settings={}).run()
+    Trainer(cfg, student, teacher, rows, accelerator, settings={}, forced=teacher_forcing(student, teacher)).run()
     return student
 
 
@@ -51,7 +54,8 @@ def free_port() -> int:
 def test_two_processes_follow_the_single_process_trajectory(llama_dir, tmp_path):
     hybrid = make_hybrid(llama_dir, tmp_path / "hybrid")
     data = write_texts(tmp_path / "texts.jsonl", 100)
-    one, two = (config(hybrid, llama_dir, data, tmp_path / name, steps1=STEPS) for name in ("one", "two"))
+    one, two = (config(hybrid, llama_dir, data, tmp_path / name, steps1=STEPS - ALIGN,
+                       align=StageConfig(ALIGN, 1e-2, "ssm", warmup=1)) for name in ("one", "two"))
     rows = build_rows(documents(one.data, load_tokenizer(hybrid), 0, False), STEPS * one.batch_size, one.seq_len, True, 0)
     single = run(one, rows)  # one thread, as conftest sets for every test
     os.makedirs(two.out, exist_ok=True)
@@ -63,7 +67,8 @@ def test_two_processes_follow_the_single_process_trajectory(llama_dir, tmp_path)
         assert abs(x["loss"] - y["loss"]) <= 1e-5 * abs(x["loss"]), (x, y)
         assert abs(x["grad_norm"] - y["grad_norm"]) <= 1e-4 * x["grad_norm"], (x, y)  # Adam hides gradient scale
         assert x["loss_tokens"] == y["loss_tokens"]
-    assert a[0]["loss"] != a[-1]["loss"]  # it trained
+    assert [r["stage"] for r in a] == [0] * ALIGN + [1] * (STEPS - ALIGN)
+    assert a[0]["loss"] != a[ALIGN - 1]["loss"] and a[ALIGN]["loss"] != a[-1]["loss"]  # both stages trained
     spawned = load_file(str(tmp_path / "two" / "weights.safetensors"))
     for name, w in single.state_dict().items():  # Adam turns rounding in near-zero gradients into lr-sized steps
         assert (w - spawned[name]).norm() <= 1e-4 * w.norm(), name

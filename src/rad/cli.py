@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("hybrid", help="hybrid folder from `rad convert` (the student)")
     dist.add_argument("--teacher", required=True, help="the source model, or another with the same tokenizer")
     dist.add_argument("--data", required=True, help="task:math | task:code | task:math+code | jsonl:PATH (texts or chat messages)")
+    dist.add_argument("--align-steps", type=int, default=0,
+                      help="first, steps in which each SSM mixer alone learns to reproduce the teacher's attention "
+                           "output from the teacher's input to its layer (0: none)")
+    dist.add_argument("--align-lr", type=float, default=3e-3, help="alignment stage peak learning rate")
     dist.add_argument("--stage1-steps", type=int, default=200, help="steps training only the SSM mixers")
     dist.add_argument("--lr", type=float, default=1e-3, help="stage 1 peak learning rate")
     dist.add_argument("--warmup", type=int, default=20, help="stage 1 warm-up steps (then cosine decay)")

@@ -169,6 +169,7 @@ def cmd_distill(args) -> None:
 
     config = DistillConfig(
         student=args.hybrid, teacher=args.teacher, data=args.data, out=args.out,
+        align=StageConfig(args.align_steps, args.align_lr, "ssm", warmup=min(10, args.align_steps)),
         stage1=StageConfig(args.stage1_steps, args.lr, "ssm", args.warmup, on_policy=args.on_policy),
         stage2=StageConfig(args.stage2_steps, args.stage2_lr, args.stage2_params, args.stage2_warmup,
                            on_policy=args.stage2_on_policy),

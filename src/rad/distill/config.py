@@ -1,4 +1,5 @@
-"""What a distillation run is told: the models, the data, the losses and the two stages."""
+"""What a distillation run is told: the models, the data, the losses and the stages (an optional
+alignment stage, then stage 1 and an optional stage 2)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ class DistillConfig:
     teacher: str  # the model the hybrid came from, or another with the same tokenizer
     data: str  # task:math | task:code | task:math+code | jsonl:PATH
     out: str
+    # Stage 0, optional: each SSM mixer alone learns to reproduce the teacher's attention output at its layer
+    # from the teacher's own input to that layer (teacher-forced; no backward through the network).
+    align: StageConfig = field(default_factory=lambda: StageConfig(steps=0, lr=3e-3, params="ssm", warmup=10))
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=200, lr=1e-3, params="ssm", warmup=20))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=0, lr=1e-4, params="all", warmup=10))
     seq_len: int = 256

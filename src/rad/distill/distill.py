@@ -16,21 +16,21 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from rad.distill.alignment import hidden_alignment, teacher_forcing
 from rad.distill.config import DistillConfig
 from rad.distill.data import build_rows, check_data_spec, documents
 from rad.distill.on_policy import OnPolicy
 from rad.distill.teacher import TopkCache, check_same_tokenizer
-from rad.distill.trainer import Aligned, Capture, Trainer
+from rad.distill.trainer import Trainer
 from rad.errors import RadError
 from rad.files import atomic_write_json
 from rad.model.config import load_config
 from rad.model.io import load_model, parse_dtype, resolve_model_dir, save_hybrid
-from rad.model.ssm import Mamba2Mixer
 from rad.model.tokenizer import load_tokenizer
 
 # Settings a resumed run must share with the run it continues (grad_accum and the process count
 # may change: they only change how a step's rows are split).
-RESUME_KEYS = ("student", "teacher", "data", "stage1", "stage2", "seq_len", "pack", "assistant_only", "batch_size",
+RESUME_KEYS = ("student", "teacher", "data", "align", "stage1", "stage2", "seq_len", "pack", "assistant_only", "batch_size",
                "temperature", "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay",
                "max_grad_norm", "topk_cache", "topk", "seed")
 
@@ -38,14 +38,14 @@ RESUME_KEYS = ("student", "teacher", "data", "stage1", "stage2", "seq_len", "pac
 def check_config(config: DistillConfig) -> None:
     """Mistakes worth reporting before any model loads."""
     check_data_spec(config.data)
-    for name in ("stage1", "stage2"):
+    for name in ("align", "stage1", "stage2"):
         stage = getattr(config, name)
         if stage.steps < 0 or stage.lr <= 0 or stage.warmup < 0:
             raise RadError(f"{name}: steps and warm-up must be ≥ 0 and the learning rate > 0")
         if not 0 <= stage.on_policy <= 1:
             raise RadError(f"{name}: the on-policy fraction must be between 0 and 1, got {stage.on_policy}")
-    if config.stage1.steps + config.stage2.steps == 0:
-        raise RadError("nothing to train: give --stage1-steps and/or --stage2-steps")
+    if config.align.steps + config.stage1.steps + config.stage2.steps == 0:
+        raise RadError("nothing to train: give --align-steps, --stage1-steps and/or --stage2-steps")
     if config.seq_len < 2 or config.batch_size < 1 or config.grad_accum < 1 or config.temperature <= 0:
         raise RadError("--seq-len must be ≥ 2, --batch-size and --grad-accum ≥ 1, --temperature > 0")
     if config.on_policy_max_new_tokens < 1:
@@ -61,19 +61,6 @@ def make_accelerator(config: DistillConfig) -> Accelerator:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = config.mixed_precision or ("bf16" if device.startswith("cuda") else "no")
     return Accelerator(cpu=device == "cpu", mixed_precision=precision)
-
-
-def hidden_alignment(student, teacher) -> Aligned:
-    """Pairs (student mixer, teacher attention) at every SSM layer of the student."""
-    layers = [i for i, layer in enumerate(student.model.layers) if any(isinstance(m, Mamba2Mixer) for m in layer.modules())]
-    if not layers:
-        raise RadError("hidden-state alignment needs SSM layers in the student")
-    if len(teacher.model.layers) != len(student.model.layers) or teacher.config.hidden_size != student.config.hidden_size:
-        raise RadError("hidden-state alignment needs a teacher with the student's layer count and hidden size (the source model)")
-    if any(teacher.config.layer_types[i] != "attention" for i in layers):
-        raise RadError("hidden-state alignment needs attention in the teacher at every replaced layer")
-    mixers = [next(m for m in student.model.layers[i].modules() if isinstance(m, Mamba2Mixer)) for i in layers]
-    return Aligned(Capture(mixers), Capture([teacher.model.layers[i].self_attn for i in layers]))
 
 
 def distill(config: DistillConfig) -> dict:
@@ -93,11 +80,13 @@ def distill(config: DistillConfig) -> dict:
     check_same_tokenizer(tokenizer, load_tokenizer(teacher_dir), student.config.vocab_size, teacher.config.vocab_size)
 
     settings = {key: value for key, value in config.to_dict().items() if key in RESUME_KEYS}
-    total_rows = (config.stage1.steps + config.stage2.steps) * config.batch_size
+    total_steps = config.align.steps + config.stage1.steps + config.stage2.steps
+    total_rows = total_steps * config.batch_size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows = build_rows(documents(config.data, tokenizer, config.seed, config.assistant_only), total_rows,
                       config.seq_len, config.pack, pad_id)
     aligned = hidden_alignment(student, teacher) if config.hidden_weight > 0 else None
+    forced = teacher_forcing(student, teacher) if config.align.steps > 0 else None
     cache = None
     if config.topk_cache:
         fingerprint = {key: settings[key] for key in ("teacher", "data", "seq_len", "pack", "assistant_only", "seed")}
@@ -106,9 +95,9 @@ def distill(config: DistillConfig) -> dict:
     if config.stage1.on_policy > 0 or config.stage2.on_policy > 0:
         on_policy = OnPolicy(config.data, tokenizer, config.seed, config.seq_len, config.pack, pad_id,
                              config.assistant_only, config.on_policy_max_new_tokens)
-    records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache, on_policy).run()
+    records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache, on_policy, forced).run()
 
-    summary = {"config": config.to_dict(), "steps": config.stage1.steps + config.stage2.steps,
+    summary = {"config": config.to_dict(), "steps": total_steps,
                "final": records[-1] if records else None, "seconds": time.perf_counter() - started,
                "processes": accelerator.num_processes}
     if accelerator.is_main_process:

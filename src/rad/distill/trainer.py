@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rad.distill import checkpoint as ckpt
+from rad.distill.alignment import Aligned, TeacherForced
 from rad.distill.config import DistillConfig, StageConfig
 from rad.distill.data import Rows
 from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
@@ -43,34 +43,14 @@ def cosine_with_warmup(stage: StageConfig):
     return factor
 
 
-class Capture:
-    """Forward hooks that keep each module's latest output (a mixer returns (output, state): keep output)."""
-
-    def __init__(self, modules: list[nn.Module]):
-        self.outputs: list[torch.Tensor | None] = [None] * len(modules)
-        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
-
-    def _hook(self, i: int):
-        def hook(module, args, output):
-            self.outputs[i] = output[0] if isinstance(output, tuple) else output
-        return hook
-
-
-@dataclass
-class Aligned:
-    """Hidden-state alignment pairs: the student's mixer and the teacher's attention at each replaced layer."""
-
-    student: Capture
-    teacher: Capture
-
-
 class Trainer:
     def __init__(self, config: DistillConfig, student: nn.Module, teacher: nn.Module, rows: Rows,
                  accelerator: Accelerator, settings: dict, aligned: Aligned | None = None, cache: TopkCache | None = None,
-                 on_policy: OnPolicy | None = None):  # fmt: skip
+                 on_policy: OnPolicy | None = None, forced: TeacherForced | None = None):  # fmt: skip
         self.config, self.student, self.teacher, self.rows = config, student, teacher, rows
         self.acc, self.settings, self.aligned, self.cache = accelerator, settings, aligned, cache
-        self.on_policy = on_policy
+        self.on_policy, self.forced = on_policy, forced
+        self.stages = {0: config.align, 1: config.stage1, 2: config.stage2}
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         world, per_step = accelerator.num_processes, config.batch_size
@@ -80,7 +60,7 @@ class Trainer:
         self.micro = self.per_process // config.grad_accum
 
     def run(self) -> list[dict]:
-        """Train both stages (resuming from the latest checkpoint when asked); returns this run's metrics."""
+        """Train the stages in turn (resuming from the latest checkpoint when asked); returns this run's metrics."""
         resume, raw = self._resume_point()
         if resume is not None:
             ckpt.restore_model(self.checkpoints / f"step-{resume.step:06d}", self.student)
@@ -88,7 +68,7 @@ class Trainer:
             if self.acc.is_main_process else None
         done, records = resume.step if resume else 0, []
         first = 0
-        for number, stage in ((1, self.config.stage1), (2, self.config.stage2)):
+        for number, stage in self.stages.items():
             last = first + stage.steps
             if done < last:
                 carried = raw if resume is not None and resume.stage == number and resume.step > first else None
@@ -153,24 +133,31 @@ class Trainer:
 
     def train_step(self, model, optimizer, scheduler, params, step: int, stage: int) -> dict:
         started = time.perf_counter()
-        fraction = (self.config.stage1 if stage == 1 else self.config.stage2).on_policy
-        rows, first_row, tokens, on_policy = self.step_rows(step, fraction)
+        rows, first_row, tokens, on_policy = self.step_rows(step, self.stages[stage].on_policy)
         if tokens == 0:
             raise RadError(f"step {step + 1} has no loss tokens; use longer rows or turn --assistant-only off")
         scale = self.acc.num_processes / tokens
+        # The alignment stage's loss is its hidden-state error alone.
+        weights = (0.0, 1.0, 0.0) if stage == 0 else (self.config.kl_weight, self.config.hidden_weight, self.config.ce_weight)
         sums = torch.zeros(3, dtype=torch.float64)
         for m in range(self.config.grad_accum):
             a = m * self.micro
             part = rows.slice(a, a + self.micro)
             sync = m == self.config.grad_accum - 1
             with self.acc.no_sync(model) if not sync else nullcontext():
-                terms = self._losses(model, part, None if first_row is None else first_row + a)
-                weighted = self.config.kl_weight * terms[0] + self.config.hidden_weight * terms[1] + self.config.ce_weight * terms[2]
-                self.acc.backward(weighted * scale)
+                if stage == 0:
+                    terms = self._align_losses(part)
+                else:
+                    terms = self._losses(model, part, None if first_row is None else first_row + a)
+                self.acc.backward(sum(w * t for w, t in zip(weights, terms)) * scale)
             sums += torch.stack([t.detach().double().cpu() for t in terms])
+        if stage == 0 and self.acc.num_processes > 1:
+            # The mixers ran outside the DDP wrapper, which therefore did not average their gradients.
+            for p in params:
+                p.grad = self.acc.reduce(p.grad, reduction="mean")
         sums = self.acc.reduce(sums.to(self.acc.device), reduction="sum").cpu() / tokens
         kl, hidden, ce = sums.tolist()
-        loss = self.config.kl_weight * kl + self.config.hidden_weight * hidden + self.config.ce_weight * ce
+        loss = sum(w * value for w, value in zip(weights, (kl, hidden, ce)))
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
         grad_norm = float(self.acc.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -211,6 +198,20 @@ class Trainer:
             hidden = hidden_sum(s_out, t_out, mask)
         ce = ce_sum(logits, ids[:, 1:], mask) if self.config.ce_weight > 0 else zero
         return [kl, hidden, ce]
+
+    def _align_losses(self, part: Rows) -> list[torch.Tensor]:
+        """[0, hidden, 0] for the alignment stage: each mixer reads the teacher's input to its layer
+        (teacher-forced, so the layers learn independently) and is compared with the teacher's attention."""
+        ids = part.ids.to(self.acc.device)
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        with torch.no_grad():
+            self.teacher(ids, positions)
+        with self.acc.autocast():  # the mixers run outside the prepared model, so outside its autocast
+            mixed = [mixer(x.float())[0] for mixer, x in zip(self.forced.mixers, self.forced.inputs.outputs)]
+        mask = part.loss[:, 1:].to(ids.device)  # the positions every other loss counts
+        hidden = hidden_sum([o[:, :-1] for o in mixed], [t[:, :-1] for t in self.forced.targets.outputs], mask)
+        zero = hidden.new_zeros(())
+        return [zero, hidden, zero]
 
     def _stop(self, step: int, stage: int, loss: float, grad_norm: float) -> None:
         latest = ckpt.latest_checkpoint(self.checkpoints)
