@@ -202,3 +202,16 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
         assert main(["distill", *args, "--stage1-steps", "1", "--seq-len", "16", "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err
+
+
+def test_bf16_autocast_on_cpu_follows_float32(setup, tmp_path):
+    """--mixed-precision bf16 on a CPU (autocast, teacher in bfloat16): the same steps' losses as float32 to
+    bfloat16's precision, the mixers' weights still float32, the model written in the student's dtype."""
+    teacher, hybrid, data = setup
+    distill(config(hybrid, teacher, data, tmp_path / "fp32", steps1=3))
+    distill(config(hybrid, teacher, data, tmp_path / "bf16", steps1=3, mixed_precision="bf16"))
+    full, half = (read_metrics(tmp_path / name / "metrics.jsonl") for name in ("fp32", "bf16"))
+    assert all(math.isclose(a["kl"], b["kl"], rel_tol=0.05) for a, b in zip(full, half)), (full, half)
+    assert full[0]["kl"] != half[0]["kl"]  # it did run in bfloat16
+    assert weights(tmp_path / "bf16").keys() == weights(hybrid).keys()
+    assert all(w.dtype == weights(hybrid)[n].dtype for n, w in weights(tmp_path / "bf16").items())

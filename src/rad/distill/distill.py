@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
 from rad.distill.alignment import hidden_alignment, teacher_forcing
@@ -60,6 +61,11 @@ def check_config(config: DistillConfig) -> None:
 def make_accelerator(config: DistillConfig) -> Accelerator:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = config.mixed_precision or ("bf16" if device.startswith("cuda") else "no")
+    state = AcceleratorState._shared_state  # accelerate keeps one state per process, set by the first run
+    if state.get("_mixed_precision", precision) != precision and not torch.distributed.is_initialized():
+        # A later run in the same process (a notebook, a test) with another precision: accelerate would
+        # refuse it; drop the first run's state (only its precision differs, the process is the same).
+        AcceleratorState._reset_state()
     return Accelerator(cpu=device == "cpu", mixed_precision=precision)
 
 
