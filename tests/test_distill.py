@@ -213,5 +213,6 @@ def test_bf16_autocast_on_cpu_follows_float32(setup, tmp_path):
     full, half = (read_metrics(tmp_path / name / "metrics.jsonl") for name in ("fp32", "bf16"))
     assert all(math.isclose(a["kl"], b["kl"], rel_tol=0.05) for a, b in zip(full, half)), (full, half)
     assert full[0]["kl"] != half[0]["kl"]  # it did run in bfloat16
-    assert weights(tmp_path / "bf16").keys() == weights(hybrid).keys()
-    assert all(w.dtype == weights(hybrid)[n].dtype for n, w in weights(tmp_path / "bf16").items())
+    written, source = weights(tmp_path / "bf16"), weights(hybrid)
+    assert written.keys() == source.keys()
+    assert all(w.dtype == source[n].dtype for n, w in written.items())

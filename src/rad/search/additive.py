@@ -8,9 +8,9 @@ Bayesian linear regression on per-layer effects: one trial informs every set tha
 where a distance kernel on z (Optuna's Matern GP) only informs nearby points. Expected improvement is then
 evaluated on the sets, not on a relaxation, so the next trial is the untried set that is truly best.
 
-Measured on the shipped model's objective (16 prompts x 64 tokens, cached; 200 seeds; median trials to the
-exhaustive optimum; random search needs 14.5 for k = 2 and 35.5 for k = 4): math prompts k = 2 7, k = 4 10;
-code prompts 7 and 9. Optuna's GP sampler (30 seeds): 9 and 12; 8.5 and 9. At k = 2 the best few pairs differ by
+Measured by benchmarks/search.py on the shipped model's objective (16 prompts x 64 tokens, cached; 100 seeds;
+median trials to the exhaustive optimum; random search needs 14.5 for k = 2 and 35.5 for k = 4): math prompts
+k = 2 7, k = 4 10; code prompts 7 and 9. Optuna's GP sampler (30 seeds): 9 and 13.5; 8.5 and 9. At k = 2 the best few pairs differ by
 about 1%, so after the model has found the good layers the search must try those pairs one by one.
 """
 
