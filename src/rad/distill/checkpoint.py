@@ -31,8 +31,8 @@ STEP_DIR = re.compile(r"step-(\d+)$")
 
 @dataclass
 class TrainState:
-    step: int  # optimizer steps done, over both stages
-    stage: int  # the stage those steps are in (1 or 2)
+    step: int  # optimizer steps done, over all stages
+    stage: int  # the stage those steps are in (0: alignment, 1 or 2)
     metrics_lines: int  # lines of metrics.jsonl that belong to steps <= step
     settings: dict  # what must not change on resume (data, batch, losses, stages)
 
