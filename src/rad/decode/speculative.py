@@ -62,18 +62,20 @@ class _Speculator:
     def first_token(self, logits: torch.Tensor) -> torch.Tensor:
         return select(logits, self.sampling, None if self.uniforms is None else self.uniforms[:, 0, NEXT])
 
-    def draft(self, cache, pending: torch.Tensor, count: torch.Tensor, budget: torch.Tensor):
+    def draft(self, cache, pending: torch.Tensor, count: torch.Tensor, budget: list[int]):
         """Draft up to budget[b] tokens per row after `pending`, with S skipped.
 
         Returns drafts (B, k), their distributions (B, k, V) (None when greedy) and each row's own
         draft length (B,); k is the longest of them (shorter rows' extra drafts are never accepted).
         """
         tokens, probs = [], []
-        lengths = torch.zeros_like(budget)
-        active = budget > 0
+        limit = torch.tensor(budget, device=pending.device)
+        # Without an adaptive exit every row drafts its whole budget: no per-draft bookkeeping.
+        lengths = limit if self.exit is None else torch.zeros_like(limit)
+        active = None if self.exit is None else limit > 0
         token = pending
-        for _ in range(int(budget.max())):  # one host sync; under an adaptive exit rows may stop sooner
-            if self.exit is not None and not bool(active.any()):
+        for _ in range(max(budget)):
+            if self.exit is not None and not bool(active.any()):  # rows stop on their own confidence
                 break
             logits = self.model(token[:, None], cache.lengths[:, None], cache, self.skip)[:, -1]
             cache.advance(1)
@@ -85,10 +87,9 @@ class _Speculator:
                 token = draw(q, self.uniform(count + len(tokens), DRAFT))
             tokens.append(token)
             probs.append(q)
-            lengths += active.long()
-            active &= lengths < budget
             if self.exit is not None:
-                active &= self.exit.keep_drafting(q)
+                lengths += active.long()
+                active &= (lengths < limit) & self.exit.keep_drafting(q)
         drafts = torch.stack(tokens, 1) if tokens else pending.new_zeros(pending.shape[0], 0)
         if self.sampling.greedy:
             return drafts, None, lengths
@@ -107,6 +108,42 @@ class _Speculator:
         index = count[:, None] + offsets
         return accept_sampled(drafts, draft_probs, distribution(logits, self.sampling), draft_lens,
                               self.uniform(index[:, :-1], ACCEPT), self.uniform(index, NEXT))
+
+
+class _Progress:
+    """The rows' emitted tokens, which rows finished, and the acceptance counts, kept on the host.
+
+    A step's bookkeeping runs here from one small transfer per step: as device ops it was some
+    seventy tiny calls per step (on a CPU a tenth of a draft forward), and a GPU syncs once per step
+    either way, to know when to stop.
+    """
+
+    def __init__(self, first_tokens: list[int], stop_tokens, max_new_tokens: int, draft_len: int):
+        self.stop_tokens, self.max_new_tokens, self.draft_len = set(stop_tokens), max_new_tokens, draft_len
+        self.rows = [[token] for token in first_tokens]
+        self.done = [token in self.stop_tokens or max_new_tokens == 1 for token in first_tokens]
+        self.histogram = [0] * (draft_len + 1)  # finished rows stop counting
+        self.drafted = 0
+
+    def budget(self) -> list[int]:
+        """Drafts per row this step: a step emits at most drafts + 1 tokens, never past max_new_tokens."""
+        return [0 if done else min(self.draft_len, self.max_new_tokens - len(row) - 1)
+                for row, done in zip(self.rows, self.done)]
+
+    def record(self, step: list[list[int]]) -> list[int]:
+        """Take a verified step, per row [*drafts, next token, accepted, drafted]; return how many tokens
+        each row keeps in the cache (the pending token and its accepted drafts; 0 for finished rows)."""
+        keep = [0] * len(step)
+        for b, (*drafts, token, accepted, drafted) in enumerate(step):
+            if self.done[b]:
+                continue
+            emitted = drafts[:accepted] + [token]
+            self.rows[b] += emitted
+            keep[b] = accepted + 1
+            self.histogram[accepted] += 1
+            self.drafted += drafted
+            self.done[b] = not self.stop_tokens.isdisjoint(emitted) or len(self.rows[b]) >= self.max_new_tokens
+        return keep
 
 
 @torch.inference_mode()
@@ -133,52 +170,35 @@ def speculative_generate(
     span = max_new_tokens + draft_len + 1  # token positions a row can write to, drafts past its end included
     capacity = ids.shape[1] + span
     speculator = _Speculator(model, skip, sampling, policy, batch, span)
-    # Statistics stay on the device until the end (no host sync per step); the last bin counts finished rows.
-    histogram = torch.zeros(draft_len + 2, dtype=torch.long, device=device)
-    drafted = torch.zeros((), dtype=torch.long, device=device)
-    draft_forwards = verify_forwards = 0
-    stops = torch.tensor(stop_tokens, dtype=torch.long, device=device)
-    out = torch.zeros(batch, span, dtype=torch.long, device=device)
 
     start = time.perf_counter()
     # A hybrid's SSM layers must roll back over a draft (k positions) and a verification (k + 1).
     cache, logits = prefill(model, ids, lengths, capacity, ssm_history=draft_len + 2)
     pending = speculator.first_token(logits)  # emitted, but not yet in the cache
-    out[:, 0] = pending
-    count = torch.ones(batch, dtype=torch.long, device=device)  # tokens emitted per row
-    done = torch.isin(pending, stops) | (count >= max_new_tokens)
+    progress = _Progress(pending.tolist(), stop_tokens, max_new_tokens, draft_len)
+    count = torch.ones(batch, dtype=torch.long, device=device)  # tokens emitted per row (the samplers' index)
+    draft_forwards = verify_forwards = 0
     synchronize(device)
     prefill_end = time.perf_counter()
 
-    while not bool(done.all()):
-        live = ~done
-        # A step emits at most drafts + 1 tokens: never draft past a row's max_new_tokens.
-        budget = torch.where(live, (max_new_tokens - count - 1).clamp(max=draft_len), 0)
+    while not all(progress.done):
         before = cache.lengths.clone()
-        drafts, draft_probs, draft_lens = speculator.draft(cache, pending, count, budget)
+        drafts, draft_probs, draft_lens = speculator.draft(cache, pending, count, progress.budget())
         cache.rollback(before)
         accepted, following = speculator.verify(cache, pending, drafts, draft_probs, draft_lens, count)
-        keep = torch.where(live, accepted + 1, 0)  # the pending token and the accepted drafts enter the cache
-        cache.rollback(before + keep)
-        histogram += torch.bincount(torch.where(live, accepted, draft_len + 1), minlength=draft_len + 2)
-        drafted += (draft_lens * live).sum()
         draft_forwards, verify_forwards = draft_forwards + drafts.shape[1], verify_forwards + 1
+        step = torch.cat([drafts, following[:, None], accepted[:, None], draft_lens[:, None]], 1)
+        kept = torch.tensor(progress.record(step.tolist()), device=device)
+        cache.rollback(before + kept)
+        count += kept
         if speculator.exit is not None:
-            speculator.exit.update(accepted, draft_lens, live)
-
-        emitted = torch.cat([drafts, following[:, None]], 1).scatter(1, accepted[:, None], following[:, None])
-        valid = torch.arange(emitted.shape[1], device=device) < keep[:, None]
-        index = count[:, None] + torch.arange(emitted.shape[1], device=device)
-        out.scatter_(1, index, torch.where(valid, emitted, out.gather(1, index)))
-        count += keep
-        done |= (torch.isin(emitted, stops) & valid).any(1) | (count >= max_new_tokens)
+            speculator.exit.update(accepted, draft_lens, kept > 0)
         pending = following
     synchronize(device)
     end = time.perf_counter()
 
-    stop_set = set(stop_tokens)
-    rows = [trim_at_stop(row[:n], stop_set) for row, n in zip(out.tolist(), count.tolist())]
-    stats = SpecStats(draft_len, histogram[:-1].tolist(), int(drafted), draft_forwards, verify_forwards)
+    rows = [trim_at_stop(row, progress.stop_tokens) for row in progress.rows]
+    stats = SpecStats(draft_len, progress.histogram, progress.drafted, draft_forwards, verify_forwards)
     result = SpeculativeOutput(rows, prefill_end - start, end - prefill_end, stats=stats)
     if measure_plain:
         result.plain = generate(model, prompts, max_new_tokens, sampling, stop_tokens)
