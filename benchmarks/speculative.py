@@ -155,7 +155,7 @@ def main():
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--draft-len", type=int, default=2, help="K for both on the random model (2: the cost model's best there)")
     parser.add_argument("--demo-prompts", type=int, default=8, help="held-out math questions for the trained model")
-    parser.add_argument("--sweep-draft-lens", type=lambda text: [int(k) for k in text.split(",")], default=[2, 3, 4, 6],
+    parser.add_argument("--sweep-draft-lens", type=lambda text: [int(k) for k in text.split(",")], default=[1, 2, 3, 4, 6],
                         help="the values of K the trained model's sweep tries")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
