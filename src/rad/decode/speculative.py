@@ -114,8 +114,8 @@ class _Progress:
     """The rows' emitted tokens, which rows finished, and the acceptance counts, kept on the host.
 
     A step's bookkeeping runs here from one small transfer per step: as device ops it was some
-    seventy tiny calls per step (on a CPU a tenth of a draft forward), and a GPU syncs once per step
-    either way, to know when to stop.
+    eighty tiny calls per step (~0.5 ms on a CPU, a sixth of the shipped model's draft forward), and
+    a GPU syncs once per step either way, to know when to stop.
     """
 
     def __init__(self, first_tokens: list[int], stop_tokens, max_new_tokens: int, draft_len: int):
