@@ -10,8 +10,9 @@ evaluated on the sets, not on a relaxation, so the next trial is the untried set
 
 Measured by benchmarks/search.py on the shipped model's objective (16 prompts x 64 tokens, cached; 100 seeds;
 median trials to the exhaustive optimum; random search needs 14.5 for k = 2 and 35.5 for k = 4): math prompts
-k = 2 7, k = 4 10; code prompts 7 and 9. Optuna's GP sampler (30 seeds): 9 and 13.5; 8.5 and 9. At k = 2 the best few pairs differ by
-about 1%, so after the model has found the good layers the search must try those pairs one by one.
+k = 2 7, k = 4 10; code prompts 7 and 9. Optuna's GP sampler (30 seeds): 9 and 13.5; 8.5 and 9. At k = 2 the
+best few pairs differ by about 1%, so after the model has found the good layers the search must try those pairs
+one by one.
 """
 
 from __future__ import annotations
