@@ -12,6 +12,9 @@ state read and written once; compute and per-op overhead are what it leaves out.
 Part 2: the mixer's prefill forward at the same lengths, rad's (chunked scan in pure torch) vs
 transformers' Mamba2Mixer on its torch path, with the same weights and outputs checked equal.
 
+Part 3: rad's torch scan itself at the model's chunk (256) vs the chunk it runs (TORCH_SCAN_CHUNK), for a
+prompt and for a training batch (forward + backward), outputs checked equal.
+
 Run: python benchmarks/hybrid.py [--reps 3] [--contexts 256,1024,4096] [--device cpu] [--threads 1]
 """
 
@@ -28,7 +31,8 @@ from rad.model.cache import KVCache
 from rad.model.config import ModelConfig
 from rad.model.convert import convert
 from rad.model.llama import CausalLM
-from rad.model.ssm import Mamba2Mixer
+from rad.model.ssd import ssd_scan
+from rad.model.ssm import TORCH_SCAN_CHUNK, Mamba2Mixer
 
 SHAPE = dict(model_type="llama", vocab_size=32000, hidden_size=512, intermediate_size=1376, num_layers=8,
              num_heads=8, num_kv_heads=4, head_dim=64, max_position_embeddings=8192)  # fmt: skip
@@ -130,8 +134,8 @@ def bench_scan(lengths, reps, device):
                              layer_norm_epsilon=ours.norm.eps, num_hidden_layers=1)  # fmt: skip
     theirs = HFMixer(hf_config, layer_idx=0).to(device).eval()
     theirs.load_state_dict(ours.state_dict())
-    print(f"\nMamba2 mixer prefill (heads {heads}, head_dim {dim}, d_state {dim}, groups {heads}, chunk {ours.chunk_size}), "
-          f"rad chunked scan vs transformers' Mamba2 torch path")
+    print(f"\nMamba2 mixer prefill (heads {heads}, head_dim {dim}, d_state {dim}, groups {heads}, chunk {ours.chunk_size}: "
+          f"transformers' as is, rad's torch scan capped at {TORCH_SCAN_CHUNK}), rad chunked scan vs transformers' Mamba2 torch path")
     for length in lengths:
         x = torch.randn(1, length, hidden, device=device)
         with torch.inference_mode():
@@ -147,6 +151,38 @@ def bench_scan(lengths, reps, device):
         t = {name: statistics.median(v[1:]) for name, v in times.items()}
         print(f"  length {length:>5}   rad {t['rad'] * 1000:8.1f} ms   transformers {t['transformers'] * 1000:8.1f} ms"
               f"   rad is {t['transformers'] / t['rad']:.2f}x as fast   (max |diff| {diff:.1e})")
+
+
+def bench_chunks(reps, device):
+    """rad's torch scan at chunk 256 vs TORCH_SCAN_CHUNK: the same sums, split differently."""
+    heads, dim = SHAPE["num_heads"], SHAPE["head_dim"]
+    print(f"\nrad's torch scan (heads {heads}, head_dim {dim}, d_state {dim}), chunk 256 vs {TORCH_SCAN_CHUNK}")
+    for batch, length, train in ((1, 60, False), (1, 1024, False), (16, 256, True)):
+        torch.manual_seed(0)
+        x = torch.randn(batch, length, heads, dim, device=device, requires_grad=train)
+        dt = torch.rand(batch, length, heads, device=device) * 0.1
+        A, B, C = -torch.rand(heads, device=device), *torch.randn(2, batch, length, heads, dim, device=device)
+
+        def run(chunk):
+            with torch.set_grad_enabled(train):
+                y, final = ssd_scan(x, dt, A, B, C, chunk)
+                if train:
+                    (y.square().sum() + final.sum()).backward()
+            return y.detach()
+
+        diff = (run(256) - run(TORCH_SCAN_CHUNK)).abs().max().item()
+        times = {256: [], TORCH_SCAN_CHUNK: []}
+        for _ in range(reps + 1):  # the first is a warm-up
+            for chunk in times:
+                synchronize(device)
+                start = time.perf_counter()
+                run(chunk)
+                synchronize(device)
+                times[chunk].append(time.perf_counter() - start)
+        t = {chunk: statistics.median(v[1:]) for chunk, v in times.items()}
+        what = f"{batch} x {length}, {'forward + backward' if train else 'forward'}"
+        print(f"  {what:<32} chunk 256 {t[256] * 1000:8.1f} ms   chunk {TORCH_SCAN_CHUNK} {t[TORCH_SCAN_CHUNK] * 1000:8.1f} ms"
+              f"   {t[256] / t[TORCH_SCAN_CHUNK]:.2f}x as fast   (max |diff| {diff:.1e})")
 
 
 def main():
@@ -167,6 +203,7 @@ def main():
           f"{args.new_tokens} decode steps, median of {args.reps}")
     report_decode(build_models(device), contexts, args.new_tokens, args.reps, device)
     bench_scan(contexts, args.scan_reps, device)
+    bench_chunks(max(args.scan_reps, 5), device)
 
 
 if __name__ == "__main__":
