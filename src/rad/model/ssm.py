@@ -38,9 +38,10 @@ class MambaState(NamedTuple):
 
 
 # The torch scan materialises a chunk x chunk decay matrix per head, so its cost grows with the chunk:
-# on a CPU, chunks of 64 ran 2.5x (a training batch of 16 x 256 tokens, forward + backward) to 7x (a
-# 60-token prompt) as fast as the fused kernel's customary 256, and 32 no faster than 64. The chunk only
-# splits the same sum (tested against the recurrence at several), so the model's chunk_size caps it.
+# on a CPU, chunks of 64 ran 1.9x (a 16 x 256-token training batch, forward + backward) to 5.4x (a
+# 60-token prompt) as fast as the fused kernel's customary 256 (benchmarks/hybrid.py), and 32 no faster
+# than 64. A chunk only regroups the same sums (tested against the recurrence at several sizes), so the
+# model's chunk_size stays an upper bound.
 TORCH_SCAN_CHUNK = 64
 
 
