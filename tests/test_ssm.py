@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rad.model.ssd import ssd_scan
-from rad.model.ssm import Mamba2Mixer, MambaState
+from rad.model.ssm import TORCH_SCAN_CHUNK, Mamba2Mixer, MambaState
 
 F64 = torch.float64
 
@@ -95,6 +95,22 @@ def test_parallel_equals_prefill_plus_steps(heads, groups):
     assert max_diff(state.conv, s_all.conv) <= 1e-12 and max_diff(state.ssm, s_all.ssm) <= 1e-10
     assert max_diff(y_cont, y_all[:, 7:]) <= 1e-10
     assert max_diff(s_cont.conv, s_all.conv) <= 1e-12 and max_diff(s_cont.ssm, s_all.ssm) <= 1e-10
+
+
+def test_model_chunk_above_the_torch_cap_matches_steps():
+    """A model's chunk_size of 256 runs as chunks of TORCH_SCAN_CHUNK in the torch scan: 150 tokens span
+    two whole capped chunks and a partial one, and must still equal the token-by-token recurrence."""
+    m = make_mixer()
+    m.chunk_size = 256
+    h = torch.randn(2, 150, 24, dtype=F64)
+    with torch.no_grad():
+        y_all, s_all = m(h)
+        state, ys = m.init_state(2), []
+        for t in range(150):
+            y_t, state = m.step(h[:, t : t + 1], state)
+            ys.append(y_t)
+    assert 2 * TORCH_SCAN_CHUNK < 150 < 256
+    assert max_diff(torch.cat(ys, dim=1), y_all) <= 1e-10 and max_diff(state.ssm, s_all.ssm) <= 1e-10
 
 
 def test_init_state_and_step_shapes():

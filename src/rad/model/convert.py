@@ -88,8 +88,9 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
     """The hybrid of `model` with the attention of `layers` replaced by initialised Mamba2 mixers,
     and notes on what was dropped. Fresh mixer parameters come from `seed` (the global RNG is untouched);
     `chunk_size` is the SSD scan's chunk for prefill and training (a model that already has SSM layers
-    keeps its own; rad's torch scan caps it at TORCH_SCAN_CHUNK, the fused GPU kernel uses it as is). `in_place` converts `model` itself instead of a copy: no second copy of the weights
-    in memory, for checkpoints as large as the memory allows."""
+    keeps its own; rad's torch scan runs at most TORCH_SCAN_CHUNK, the fused GPU kernel uses it as is).
+    `in_place` converts `model` itself instead of a copy: no second copy of the weights in memory, for
+    checkpoints as large as the memory allows."""
     if init not in INITS:
         raise RadError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
     config = model.config
