@@ -121,6 +121,20 @@ def report_decode(models, contexts, steps, reps, device):
             print(line)
 
 
+def interleaved_medians(runs: dict, reps: int, device) -> dict:
+    """Median seconds of each callable over `reps` rounds (after a warm-up round), taking turns so that a
+    machine whose speed drifts slows all of them alike."""
+    times = {name: [] for name in runs}
+    for _ in range(reps + 1):
+        for name, run in runs.items():
+            synchronize(device)
+            start = time.perf_counter()
+            run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v[1:]) for name, v in times.items()}
+
+
 def bench_scan(lengths, reps, device):
     """Mixer prefill forward: rad vs transformers' Mamba2 (torch path), same weights."""
     from transformers import Mamba2Config
@@ -140,15 +154,7 @@ def bench_scan(lengths, reps, device):
         x = torch.randn(1, length, hidden, device=device)
         with torch.inference_mode():
             diff = (ours(x)[0] - theirs(x)).abs().max().item()
-            times = {"rad": [], "transformers": []}
-            for _ in range(reps + 1):  # the first is a warm-up
-                for name, run in (("rad", lambda: ours(x)), ("transformers", lambda: theirs(x))):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    run()
-                    synchronize(device)
-                    times[name].append(time.perf_counter() - start)
-        t = {name: statistics.median(v[1:]) for name, v in times.items()}
+            t = interleaved_medians({"rad": lambda: ours(x), "transformers": lambda: theirs(x)}, reps, device)
         print(f"  length {length:>5}   rad {t['rad'] * 1000:8.1f} ms   transformers {t['transformers'] * 1000:8.1f} ms"
               f"   rad is {t['transformers'] / t['rad']:.2f}x as fast   (max |diff| {diff:.1e})")
 
@@ -171,15 +177,7 @@ def bench_chunks(reps, device):
             return y.detach()
 
         diff = (run(256) - run(TORCH_SCAN_CHUNK)).abs().max().item()
-        times = {256: [], TORCH_SCAN_CHUNK: []}
-        for _ in range(reps + 1):  # the first is a warm-up
-            for chunk in times:
-                synchronize(device)
-                start = time.perf_counter()
-                run(chunk)
-                synchronize(device)
-                times[chunk].append(time.perf_counter() - start)
-        t = {chunk: statistics.median(v[1:]) for chunk, v in times.items()}
+        t = interleaved_medians({chunk: lambda chunk=chunk: run(chunk) for chunk in (256, TORCH_SCAN_CHUNK)}, reps, device)
         what = f"{batch} x {length}, {'forward + backward' if train else 'forward'}"
         print(f"  {what:<32} chunk 256 {t[256] * 1000:8.1f} ms   chunk {TORCH_SCAN_CHUNK} {t[TORCH_SCAN_CHUNK] * 1000:8.1f} ms"
               f"   {t[256] / t[TORCH_SCAN_CHUNK]:.2f}x as fast   (max |diff| {diff:.1e})")
