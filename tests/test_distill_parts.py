@@ -1,6 +1,7 @@
 """Distillation parts against independent references: the losses (torch's kl_div / mse / cross_entropy),
 row building (packing, padding, loss masks), chat assistant masks, and the tokenizer check."""
 
+import itertools
 import json
 
 import pytest
@@ -16,6 +17,8 @@ from rad.distill.metrics import MetricsLog
 from rad.distill.teacher import check_same_tokenizer
 from rad.distill.trainer import cosine_with_warmup
 from rad.errors import RadError
+from rad.model.io import resolve_model_dir
+from rad.model.tokenizer import load_tokenizer
 
 WORDS = ["<unk>", "<eos>", "user", "assistant", "system"] + [f"w{i}" for i in range(20)]
 
@@ -102,6 +105,24 @@ def test_task_documents_are_prompt_completion_eos(tmp_path):
     for spec, message in [("task:", "unknown task"), ("jsonl:/no/such.jsonl", "does not exist"), ("web:x", "not understood")]:
         with pytest.raises(RadError, match=message):
             documents(spec, tok, 0, False)
+
+
+def test_a_task_named_twice_gets_twice_the_share_of_distinct_problems():
+    tok = load_tokenizer(resolve_model_dir("demo"))
+
+    def texts(spec, n):
+        return [tok.decode(ids) for ids, _ in itertools.islice(documents(spec, tok, seed=0, assistant_only=True), n)]
+
+    def is_code(text):
+        return "Predict the output." in text
+
+    once, twice = texts("task:math+code", 20), texts("task:math+code+code", 30)
+    assert [is_code(t) for t in twice].count(True) == 20
+    code = [t for t in twice if is_code(t)]
+    assert len(set(code)) == 20  # the second share is other problems, not the first one again
+    # The first occurrence's stream (and math's) is the one task:math+code gives.
+    assert [t for t in twice if not is_code(t)] == [t for t in once if not is_code(t)]
+    assert set(t for t in once if is_code(t)) < set(code)
 
 
 def test_tokenizer_check():

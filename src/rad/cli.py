@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     dist = sub.add_parser("distill", help="distil a hybrid from its teacher: SSM mixers first, then optionally end to end")
     dist.add_argument("hybrid", help="hybrid folder from `rad convert` (the student)")
     dist.add_argument("--teacher", required=True, help="the source model, or another with the same tokenizer")
-    dist.add_argument("--data", required=True, help="task:math | task:code | task:math+code | jsonl:PATH (texts or chat messages)")
+    dist.add_argument("--data", required=True, help="task:math | task:code | task:math+code (a task named twice: twice its share) | jsonl:PATH (texts or chat messages)")
     dist.add_argument("--align-steps", type=int, default=0,
                       help="first, steps in which each SSM mixer alone learns to reproduce the teacher's attention "
                            "output from the teacher's input to its layer (0: none)")

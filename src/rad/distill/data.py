@@ -58,11 +58,19 @@ def check_data_spec(spec: str) -> None:
         raise RadError(f"data spec '{spec}' is not understood; use task:math, task:code, task:math+code or jsonl:PATH")
 
 
+def _round_seed(names: list[str], index: int, seed: int, round_: int) -> int:
+    """The generator seed of task `names[index]` in a round. A task named twice (task:math+code+code)
+    gets twice the share, each occurrence its own problems: later occurrences draw from seeds far past
+    any round the first one reaches."""
+    return seed * 1_000_003 + round_ + names[:index].count(names[index]) * 100_003
+
+
 def task_documents(names: list[str], tokenizer, seed: int, assistant_only: bool) -> Iterator[tuple[list[int], list[bool]]]:
     """Endless prompt + completion + EOS documents (the demo model's training format), tasks interleaved."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     for round_ in itertools.count():
-        batches = [TASKS[name].generate(TASK_CHUNK, seed=seed * 1_000_003 + round_, split="train") for name in names]
+        batches = [TASKS[name].generate(TASK_CHUNK, seed=_round_seed(names, i, seed, round_), split="train")
+                   for i, name in enumerate(names)]
         for problems in zip(*batches):
             for p in problems:
                 prompt = tokenizer(p.prompt)["input_ids"]
@@ -136,7 +144,8 @@ def prompt_source(spec: str, tokenizer) -> Callable[[int], Iterator[list[int]]]:
 
 def task_prompts(names: list[str], tokenizer, seed: int) -> Iterator[list[int]]:
     for round_ in itertools.count():
-        batches = [TASKS[name].generate(PROMPT_CHUNK, seed=seed * 1_000_003 + round_, split="train") for name in names]
+        batches = [TASKS[name].generate(PROMPT_CHUNK, seed=_round_seed(names, i, seed, round_), split="train")
+                   for i, name in enumerate(names)]
         for problems in zip(*batches):
             yield from (tokenizer(p.prompt)["input_ids"] for p in problems)
 
