@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rad.data import code, math
+from rad.data.problem import Problem
 from rad.errors import RadError
 from rad.files import read_jsonl
 
@@ -58,24 +59,26 @@ def check_data_spec(spec: str) -> None:
         raise RadError(f"data spec '{spec}' is not understood; use task:math, task:code, task:math+code or jsonl:PATH")
 
 
-def _round_seed(names: list[str], index: int, seed: int, round_: int) -> int:
-    """The generator seed of task `names[index]` in a round. A task named twice (task:math+code+code)
-    gets twice the share, each occurrence its own problems: later occurrences draw from seeds far past
-    any round the first one reaches."""
-    return seed * 1_000_003 + round_ + names[:index].count(names[index]) * 100_003
+def _task_problems(names: list[str], chunk: int, seed: int) -> Iterator[Problem]:
+    """Endless problems of the named tasks, taking turns. Each round draws `chunk` problems per name with a
+    new seed; a task named twice (task:math+code+code) draws twice as many and takes two turns, each with
+    problems of its own (the first `chunk` are the ones it draws when named once)."""
+    for round_ in itertools.count():
+        drawn = {name: TASKS[name].generate(chunk * names.count(name), seed=seed * 1_000_003 + round_, split="train")
+                 for name in dict.fromkeys(names)}
+        starts = [names[:i].count(name) * chunk for i, name in enumerate(names)]
+        turns = [drawn[name][start:start + chunk] for name, start in zip(names, starts)]
+        for problems in zip(*turns):
+            yield from problems
 
 
 def task_documents(names: list[str], tokenizer, seed: int, assistant_only: bool) -> Iterator[tuple[list[int], list[bool]]]:
     """Endless prompt + completion + EOS documents (the demo model's training format), tasks interleaved."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    for round_ in itertools.count():
-        batches = [TASKS[name].generate(TASK_CHUNK, seed=_round_seed(names, i, seed, round_), split="train")
-                   for i, name in enumerate(names)]
-        for problems in zip(*batches):
-            for p in problems:
-                prompt = tokenizer(p.prompt)["input_ids"]
-                completion = tokenizer(p.completion, add_special_tokens=False)["input_ids"] + eos
-                yield prompt + completion, [not assistant_only] * len(prompt) + [True] * len(completion)
+    for p in _task_problems(names, TASK_CHUNK, seed):
+        prompt = tokenizer(p.prompt)["input_ids"]
+        completion = tokenizer(p.completion, add_special_tokens=False)["input_ids"] + eos
+        yield prompt + completion, [not assistant_only] * len(prompt) + [True] * len(completion)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -143,11 +146,7 @@ def prompt_source(spec: str, tokenizer) -> Callable[[int], Iterator[list[int]]]:
 
 
 def task_prompts(names: list[str], tokenizer, seed: int) -> Iterator[list[int]]:
-    for round_ in itertools.count():
-        batches = [TASKS[name].generate(PROMPT_CHUNK, seed=_round_seed(names, i, seed, round_), split="train")
-                   for i, name in enumerate(names)]
-        for problems in zip(*batches):
-            yield from (tokenizer(p.prompt)["input_ids"] for p in problems)
+    return (tokenizer(p.prompt)["input_ids"] for p in _task_problems(names, PROMPT_CHUNK, seed))
 
 
 def chat_prompts(chats: list[list[dict]], tokenizer, seed: int) -> Iterator[list[int]]:
