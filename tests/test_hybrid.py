@@ -1,6 +1,8 @@
 """Hybrid models: transformers' Bamba runs our folders with the same logits, save/load is bit-exact,
 the cache (KV + SSM ring) decodes, batches and rolls back exactly like a full forward."""
 
+import copy
+
 import pytest
 import torch
 
@@ -196,3 +198,29 @@ def test_per_position_states_match_naive_recurrence(with_state):
     for t in range(13):
         _, expected = naive_scan(x[:, : t + 1], dt[:, : t + 1], A, B[:, : t + 1], C[:, : t + 1], start)
         assert max_diff(states[:, t], expected) <= 1e-10
+
+
+def test_compiled_layers_give_the_eager_logits_and_gradients(hybrid):
+    """`compile_layers` (AOT autograd's forward and backward graphs, the ones inductor would turn into
+    code, run as they are to keep the test fast) computes what the eager layers do, also once the set of
+    trainable parameters changes, as it does between distillation stages."""
+    eager, compiled = copy.deepcopy(hybrid), copy.deepcopy(hybrid)
+    compiled.compile_layers(backend="aot_eager")
+    traced = []  # what a hook inside each kind of layer sees: compiled code runs it while tracing
+    for layer in (compiled.model.layers[0], compiled.model.layers[LAYERS[0]]):
+        layer.mlp.register_forward_pre_hook(lambda *_: traced.append(torch.compiler.is_compiling()))
+    ids = ids_for()
+    for trains in (lambda name: ".mamba." in name, lambda name: True):  # stage 1: the mixers; stage 2: all
+        results = []
+        for model in (eager, compiled):
+            for name, p in model.named_parameters():
+                p.requires_grad_(trains(name))
+                p.grad = None
+            logits = model(ids, positions_for(ids))
+            logits.logsumexp(-1).sum().backward()
+            results.append((logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        (want, want_grads), (got, got_grads) = results
+        assert max_diff(got, want) < 1e-5
+        assert want_grads.keys() == got_grads.keys() and len(want_grads) == sum(trains(n) for n, _ in eager.named_parameters())
+        assert max(max_diff(got_grads[n], want_grads[n]) for n in want_grads) < 1e-5
+    assert len(traced) >= 2 and all(traced)

@@ -178,7 +178,8 @@ def cmd_distill(args) -> None:
         grad_accum=args.grad_accum, temperature=args.temperature, hidden_weight=args.hidden_weight,
         ce_weight=args.ce_weight, max_grad_norm=args.max_grad_norm, topk_cache=args.topk_cache, topk=args.topk,
         save_every=args.save_every, resume=args.resume, seed=args.seed, device=args.device,
-        mixed_precision=args.mixed_precision, threads=args.threads, tensorboard=args.tensorboard, progress=not args.json,
+        mixed_precision=args.mixed_precision, threads=args.threads, compile=args.compile, tensorboard=args.tensorboard,
+        progress=not args.json,
     )  # fmt: skip
     summary = distill(config)
     if not PartialState().is_main_process:  # under accelerate launch / torchrun, one process reports

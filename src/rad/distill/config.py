@@ -51,6 +51,7 @@ class DistillConfig:
     device: str | None = None  # None: cuda if available else cpu
     mixed_precision: str | None = None  # None: bf16 on GPU, no on CPU
     threads: int = 0  # torch CPU threads per process (0: torch's default)
+    compile: bool = False  # torch.compile the student's and teacher's layers: faster steps after a one-off compile
     tensorboard: bool = False
     progress: bool = True
 

@@ -84,6 +84,9 @@ def distill(config: DistillConfig) -> dict:
     student = load_model(student_dir, dtype=torch.float32).to(accelerator.device).train()
     teacher = load_model(teacher_dir, dtype=teacher_dtype).to(accelerator.device).requires_grad_(False)
     check_same_tokenizer(tokenizer, load_tokenizer(teacher_dir), student.config.vocab_size, teacher.config.vocab_size)
+    if config.compile:
+        student.compile_layers()
+        teacher.compile_layers()
 
     settings = {key: value for key, value in config.to_dict().items() if key in RESUME_KEYS}
     total_steps = config.align.steps + config.stage1.steps + config.stage2.steps
