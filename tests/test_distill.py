@@ -197,6 +197,8 @@ def test_cli_errors_are_one_line(setup, tmp_path, capsys):
         ([str(hybrid), "--teacher", str(teacher), "--data", "task:poetry"], "unknown task"),
         ([str(hybrid), "--teacher", str(teacher), "--data", f"jsonl:{data}", "--batch-size", "3", "--grad-accum", "2"],
          "multiple of"),
+        ([str(hybrid), "--teacher", str(teacher), "--data", f"jsonl:{data}", "--compile", "--hidden-weight", "1"],
+         "--compile cannot be combined"),
     ]
     for args, message in cases:
         assert main(["distill", *args, "--stage1-steps", "1", "--seq-len", "16", "--out", str(tmp_path / "o")]) == 2
