@@ -52,9 +52,9 @@ def check_config(config: DistillConfig) -> None:
     if config.on_policy_max_new_tokens < 1:
         raise RadError("--on-policy-max-new-tokens must be ≥ 1")
     if config.compile and (config.align.steps > 0 or config.hidden_weight > 0):
-        # Both read the layers' insides through forward hooks, which compiled layers do not run.
-        raise RadError("--compile cannot be combined with --align-steps or --hidden-weight (they read the layers' "
-                       "insides through hooks, which compiled layers skip); drop one of them")
+        # Both read outputs from inside the layers through forward hooks, which compiled layers leave empty.
+        raise RadError("--compile cannot be combined with --align-steps or --hidden-weight (they read outputs from "
+                       "inside the layers through hooks, which compiled layers leave empty); drop one of them")
     if config.save_every < 1 or config.keep_checkpoints < 1:
         raise RadError("--save-every and --keep-checkpoints must be ≥ 1")
     checkpoints = Path(config.out) / "checkpoints"
