@@ -62,65 +62,80 @@ class _Speculator:
     def first_token(self, logits: torch.Tensor) -> torch.Tensor:
         return select(logits, self.sampling, None if self.uniforms is None else self.uniforms[:, 0, NEXT])
 
-    def draft(self, cache, pending: torch.Tensor, count: torch.Tensor, budget: list[int]):
-        """Draft up to budget[b] tokens per row after `pending`, with S skipped.
+    def draft(self, cache, pending: torch.Tensor, positions: torch.Tensor, emitted: torch.Tensor | None,
+              budget: list[int]):  # fmt: skip
+        """Draft up to budget[b] tokens per row after `pending` (B, 1), with S skipped, at `positions`.
 
-        Returns drafts (B, k), their distributions (B, k, V) (None when greedy) and each row's own
-        draft length (B,); k is the longest of them (shorter rows' extra drafts are never accepted).
+        Returns the step's tokens (B, 1 + k), the pending column then the drafts, the drafts'
+        distributions (B, k, V) (None when greedy) and each row's own draft length (a list); k is
+        the longest of them (shorter rows' extra drafts are never accepted).
         """
-        tokens, probs = [], []
-        limit = torch.tensor(budget, device=pending.device)
+        columns, probs = [pending], []
         # Without an adaptive exit every row drafts its whole budget: no per-draft bookkeeping.
-        lengths = limit if self.exit is None else torch.zeros_like(limit)
-        active = None if self.exit is None else limit > 0
-        token = pending
-        for _ in range(max(budget)):
+        if self.exit is not None:
+            limit = torch.tensor(budget, device=pending.device)
+            lengths, active = torch.zeros_like(limit), limit > 0
+        for i in range(max(budget)):
             if self.exit is not None and not bool(active.any()):  # rows stop on their own confidence
                 break
-            logits = self.model(token[:, None], cache.lengths[:, None], cache, self.skip)[:, -1]
+            logits = self.model(columns[-1], positions[:, i : i + 1], cache, self.skip)[:, -1]
             cache.advance(1)
             if self.sampling.greedy:
-                token = logits.argmax(-1)
+                token = logits.argmax(-1, keepdim=True)
                 q = torch.softmax(logits.float(), -1) if self.exit is not None else None
             else:
                 q = distribution(logits, self.sampling)
-                token = draw(q, self.uniform(count + len(tokens), DRAFT))
-            tokens.append(token)
+                token = draw(q, self.uniform(emitted + i, DRAFT))[:, None]
+            columns.append(token)
             probs.append(q)
             if self.exit is not None:
                 lengths += active.long()
                 active &= (lengths < limit) & self.exit.keep_drafting(q)
-        drafts = torch.stack(tokens, 1) if tokens else pending.new_zeros(pending.shape[0], 0)
+        tokens = torch.cat(columns, 1)
+        draft_lens = budget if self.exit is None else lengths.tolist()
         if self.sampling.greedy:
-            return drafts, None, lengths
+            return tokens, None, draft_lens
         vocab = self.model.config.vocab_size
         draft_probs = torch.stack(probs, 1) if probs else torch.zeros(len(pending), 0, vocab, device=pending.device)
-        return drafts, draft_probs, lengths
+        return tokens, draft_probs, draft_lens
 
-    def verify(self, cache, pending, drafts, draft_probs, draft_lens, count):
-        """One full-model forward over the pending token and the drafts: (accepted (B,), next token (B,))."""
-        sequence = torch.cat([pending[:, None], drafts], 1)
-        offsets = torch.arange(sequence.shape[1], device=sequence.device)
-        logits = self.model(sequence, cache.lengths[:, None] + offsets, cache)
-        cache.advance(sequence.shape[1])
+    def verify(self, cache, tokens, positions, draft_probs, draft_lens: list[int], emitted):
+        """One full-model forward over the step's tokens (the pending token and the drafts).
+
+        Returns, per row, (its drafts, how many it accepts, the full model's next token after them),
+        on the host, from one transfer.
+        """
+        width = tokens.shape[1]
+        logits = self.model(tokens, positions[:, :width], cache)
+        cache.advance(width)
         if self.sampling.greedy:
-            return accept_greedy(drafts, logits, draft_lens)
-        index = count[:, None] + offsets
-        return accept_sampled(drafts, draft_probs, distribution(logits, self.sampling), draft_lens,
-                              self.uniform(index[:, :-1], ACCEPT), self.uniform(index, NEXT))
+            table = torch.cat([tokens[:, 1:], logits.argmax(-1)], 1).tolist()
+            verdicts = []
+            for row, length in zip(table, draft_lens):
+                drafts, choices = row[:length], row[width - 1 :]
+                accepted = accept_greedy(drafts, choices)
+                verdicts.append((drafts, accepted, choices[accepted]))
+            return verdicts
+        index = emitted[:, None] + torch.arange(width, device=tokens.device)
+        lens = torch.tensor(draft_lens, device=tokens.device)
+        accepted, following = accept_sampled(tokens[:, 1:], draft_probs, distribution(logits, self.sampling), lens,
+                                             self.uniform(index[:, :-1], ACCEPT), self.uniform(index, NEXT))
+        table = torch.cat([tokens[:, 1:], accepted[:, None], following[:, None]], 1).tolist()
+        return [(row[:length], row[-2], row[-1]) for row, length in zip(table, draft_lens)]
 
 
 class _Progress:
-    """The rows' emitted tokens, which rows finished, and the acceptance counts, kept on the host.
+    """On the host: the rows' emitted tokens and cache lengths, which rows finished, the acceptance counts.
 
-    A step's bookkeeping runs here from one small transfer per step: as device ops it was some
-    eighty tiny calls per step (~0.5 ms on a CPU, a sixth of the shipped model's draft forward), and
-    a GPU syncs once per step either way, to know when to stop.
+    A step's bookkeeping runs here from one small transfer per step (a GPU syncs once per step either
+    way, to know when to stop): as device ops, greedy acceptance, the emitted tokens and the cache
+    lengths took some forty tiny calls per step, each costing a CPU a few microseconds.
     """
 
-    def __init__(self, first_tokens: list[int], stop_tokens, max_new_tokens: int, draft_len: int):
+    def __init__(self, first_tokens: list[int], lengths: list[int], stop_tokens, max_new_tokens: int, draft_len: int):
         self.stop_tokens, self.max_new_tokens, self.draft_len = set(stop_tokens), max_new_tokens, draft_len
         self.rows = [[token] for token in first_tokens]
+        self.lengths = lengths  # each row's cache length: its prompt, then every token it kept
         self.done = [token in self.stop_tokens or max_new_tokens == 1 for token in first_tokens]
         self.histogram = [0] * (draft_len + 1)  # finished rows stop counting
         self.drafted = 0
@@ -130,20 +145,28 @@ class _Progress:
         return [0 if done else min(self.draft_len, self.max_new_tokens - len(row) - 1)
                 for row, done in zip(self.rows, self.done)]
 
-    def record(self, step: list[list[int]]) -> list[int]:
-        """Take a verified step, per row [*drafts, next token, accepted, drafted]; return how many tokens
-        each row keeps in the cache (the pending token and its accepted drafts; 0 for finished rows)."""
-        keep = [0] * len(step)
-        for b, (*drafts, token, accepted, drafted) in enumerate(step):
+    def positions(self, width: int, device) -> torch.Tensor:
+        """(B, width): each row's next `width` cache slots, where this step's tokens go."""
+        return torch.tensor([[length + i for i in range(width)] for length in self.lengths], device=device)
+
+    def emitted(self, device) -> torch.Tensor:
+        """(B,) tokens emitted per row: the index of the next token in the samplers' uniform streams."""
+        return torch.tensor([len(row) for row in self.rows], device=device)
+
+    def record(self, verdicts: list[tuple[list[int], int, int]]) -> list[bool]:
+        """Take a verified step, per row (drafts, accepted, next token); a row keeps the pending token and
+        its accepted drafts in the cache. Returns which rows were still generating (they count)."""
+        live = [not done for done in self.done]
+        for b, (drafts, accepted, token) in enumerate(verdicts):
             if self.done[b]:
                 continue
             emitted = drafts[:accepted] + [token]
             self.rows[b] += emitted
-            keep[b] = accepted + 1
+            self.lengths[b] += accepted + 1
             self.histogram[accepted] += 1
-            self.drafted += drafted
+            self.drafted += len(drafts)
             self.done[b] = not self.stop_tokens.isdisjoint(emitted) or len(self.rows[b]) >= self.max_new_tokens
-        return keep
+        return live
 
 
 @torch.inference_mode()
@@ -175,25 +198,26 @@ def speculative_generate(
     # A hybrid's SSM layers must roll back over a draft (k positions) and a verification (k + 1).
     cache, logits = prefill(model, ids, lengths, capacity, ssm_history=draft_len + 2)
     pending = speculator.first_token(logits)  # emitted, but not yet in the cache
-    progress = _Progress(pending.tolist(), stop_tokens, max_new_tokens, draft_len)
-    count = torch.ones(batch, dtype=torch.long, device=device)  # tokens emitted per row (the samplers' index)
+    progress = _Progress(pending.tolist(), lengths.tolist(), stop_tokens, max_new_tokens, draft_len)
+    pending = pending[:, None]
     draft_forwards = verify_forwards = 0
     synchronize(device)
     prefill_end = time.perf_counter()
 
     while not all(progress.done):
-        before = cache.lengths.clone()
-        drafts, draft_probs, draft_lens = speculator.draft(cache, pending, count, progress.budget())
-        cache.rollback(before)
-        accepted, following = speculator.verify(cache, pending, drafts, draft_probs, draft_lens, count)
-        draft_forwards, verify_forwards = draft_forwards + drafts.shape[1], verify_forwards + 1
-        step = torch.cat([drafts, following[:, None], accepted[:, None], draft_lens[:, None]], 1)
-        kept = torch.tensor(progress.record(step.tolist()), device=device)
-        cache.rollback(before + kept)
-        count += kept
+        budget = progress.budget()
+        positions = progress.positions(max(budget) + 1, device)
+        emitted = None if sampling.greedy else progress.emitted(device)
+        tokens, draft_probs, draft_lens = speculator.draft(cache, pending, positions, emitted, budget)
+        cache.rollback(positions[:, 0])
+        verdicts = speculator.verify(cache, tokens, positions, draft_probs, draft_lens, emitted)
+        draft_forwards, verify_forwards = draft_forwards + tokens.shape[1] - 1, verify_forwards + 1
+        live = progress.record(verdicts)
+        cache.rollback(torch.tensor(progress.lengths, device=device))
         if speculator.exit is not None:
-            speculator.exit.update(accepted, draft_lens, kept > 0)
-        pending = following
+            accepted = torch.tensor([verdict[1] for verdict in verdicts], device=device)
+            speculator.exit.update(accepted, torch.tensor(draft_lens, device=device), torch.tensor(live, device=device))
+        pending = torch.tensor([[verdict[2]] for verdict in verdicts], device=device)
     synchronize(device)
     end = time.perf_counter()
 

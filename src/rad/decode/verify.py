@@ -1,8 +1,8 @@
 """Verification: which draft tokens the full model accepts, and the token it adds after them.
 
-Both rules work on a whole batch at once; row b drafted `draft_lens[b]` tokens (drafts past that
-are padding and never accepted). Each returns (accepted (B,), next_token (B,)): the row keeps its
-first `accepted` drafts, then `next_token`, the full model's own token at that position.
+A row keeps its first `accepted` drafts, then the full model's own token at the next position. The
+greedy rule runs per row on the host; the sampled one on a whole batch of device tensors, where row b
+drafted `draft_lens[b]` tokens (drafts past that are padding and never accepted).
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ def _accepted_prefix(match: torch.Tensor, draft_lens: torch.Tensor) -> torch.Ten
     return (match & within).long().cumprod(1).sum(1)
 
 
-def accept_greedy(drafts: torch.Tensor, target_logits: torch.Tensor, draft_lens: torch.Tensor):
-    """Greedy: keep drafts while they equal the full model's argmax; the argmax after them comes next.
+def accept_greedy(drafts: list[int], choices: list[int]) -> int:
+    """Greedy, for one row on the host: how many leading drafts equal the full model's argmax.
 
-    drafts (B, k), target_logits (B, k + 1, V): the full model's logits after the pending token and
-    after each draft. The output is therefore exactly what plain greedy decoding would produce.
+    choices[i] is the full model's argmax after the pending token (i = 0) and after each draft, so the
+    row emits drafts[:accepted] and then choices[accepted]: exactly what plain greedy decoding emits.
+    (On the host because the step's tokens come over in one transfer anyway, and for a batch of a few
+    rows a dozen tiny device ops cost more than this loop.)
     """
-    choice = target_logits.argmax(-1)
-    accepted = _accepted_prefix(drafts == choice[:, :-1], draft_lens)
-    return accepted, choice.gather(1, accepted[:, None]).squeeze(1)
+    accepted = 0
+    while accepted < len(drafts) and drafts[accepted] == choices[accepted]:
+        accepted += 1
+    return accepted
 
 
 def accept_sampled(
