@@ -14,6 +14,8 @@ or max_new_tokens) stop counting; they ride along in the batch, their cache leng
 
 The cache is only ever moved through `advance` and `rollback`: a hybrid's SSM state is restored by
 rollback, so it is called before the verify forward even though attention would simply overwrite.
+The verify forward writes every position (a hybrid's ring records each), and the cache then advances
+by what each row keeps.
 """
 
 from __future__ import annotations
@@ -106,8 +108,7 @@ class _Speculator:
         on the host, from one transfer.
         """
         width = tokens.shape[1]
-        logits = self.model(tokens, positions[:, :width], cache)
-        cache.advance(width)
+        logits = self.model(tokens, positions[:, :width], cache)  # the caller advances the cache by what is kept
         if self.sampling.greedy:
             table = torch.cat([tokens[:, 1:], logits.argmax(-1)], 1).tolist()
             verdicts = []
@@ -153,20 +154,21 @@ class _Progress:
         """(B,) tokens emitted per row: the index of the next token in the samplers' uniform streams."""
         return torch.tensor([len(row) for row in self.rows], device=device)
 
-    def record(self, verdicts: list[tuple[list[int], int, int]]) -> list[bool]:
-        """Take a verified step, per row (drafts, accepted, next token); a row keeps the pending token and
-        its accepted drafts in the cache. Returns which rows were still generating (they count)."""
-        live = [not done for done in self.done]
+    def record(self, verdicts: list[tuple[list[int], int, int]]) -> list[int]:
+        """Take a verified step, per row (drafts, accepted, next token); return how many tokens each row
+        keeps in the cache (the pending token and its accepted drafts; 0 for rows that had finished)."""
+        keep = [0] * len(verdicts)
         for b, (drafts, accepted, token) in enumerate(verdicts):
             if self.done[b]:
                 continue
             emitted = drafts[:accepted] + [token]
             self.rows[b] += emitted
-            self.lengths[b] += accepted + 1
+            keep[b] = accepted + 1
+            self.lengths[b] += keep[b]
             self.histogram[accepted] += 1
             self.drafted += len(drafts)
             self.done[b] = not self.stop_tokens.isdisjoint(emitted) or len(self.rows[b]) >= self.max_new_tokens
-        return live
+        return keep
 
 
 @torch.inference_mode()
@@ -212,11 +214,11 @@ def speculative_generate(
         cache.rollback(positions[:, 0])
         verdicts = speculator.verify(cache, tokens, positions, draft_probs, draft_lens, emitted)
         draft_forwards, verify_forwards = draft_forwards + tokens.shape[1] - 1, verify_forwards + 1
-        live = progress.record(verdicts)
-        cache.rollback(torch.tensor(progress.lengths, device=device))
+        kept = torch.tensor(progress.record(verdicts), device=device)
+        cache.advance(kept)
         if speculator.exit is not None:
             accepted = torch.tensor([verdict[1] for verdict in verdicts], device=device)
-            speculator.exit.update(accepted, torch.tensor(draft_lens, device=device), torch.tensor(live, device=device))
+            speculator.exit.update(accepted, torch.tensor(draft_lens, device=device), kept > 0)
         pending = torch.tensor([[verdict[2]] for verdict in verdicts], device=device)
     synchronize(device)
     end = time.perf_counter()

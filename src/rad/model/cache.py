@@ -95,8 +95,7 @@ class KVCache:
 
     def rollback(self, lengths: torch.Tensor | int):
         """Forget every token at or past `lengths` (per row, or one number for all rows)."""
-        lengths = torch.as_tensor(lengths, device=self.lengths.device).expand_as(self.lengths)
-        lengths = torch.minimum(self.lengths, lengths)
+        lengths = torch.minimum(self.lengths, torch.as_tensor(lengths, device=self.lengths.device))
         if self.ssm:
             # One host sync per rollback (not per decode step): a wrong state would be silent otherwise.
             held = self.ring_positions.gather(1, ((lengths - 1) % self.ssm_history)[:, None])[:, 0]
