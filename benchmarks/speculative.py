@@ -162,13 +162,13 @@ def sweep(folder, prompts, args, most: int = 6, finalists: int = 4) -> tuple[lis
             met[tuple(skip), draft_len] = scores[layer]
             print(f"  sweep: K={draft_len} S={skip} modeled speed-up {scores[layer]:.3f}x", flush=True)
     best = sorted(met, key=met.get, reverse=True)[:finalists]
-    measured = {choice: [] for choice in best}
+    timed = {choice: [] for choice in best}
     for _ in range(2):  # alternating, so that a slow phase of the machine hits every finalist
         for skip, draft_len in best:
-            measured[skip, draft_len].append(pooled(model, prompts, list(skip), draft_len, args.new_tokens, measured=True))
-    for (skip, draft_len), times in measured.items():
-        print(f"  finalist: K={draft_len} S={list(skip)} measured speed-up {statistics.median(times):.3f}x", flush=True)
-    skip, draft_len = max(measured, key=lambda choice: statistics.median(measured[choice]))
+            timed[skip, draft_len].append(pooled(model, prompts, list(skip), draft_len, args.new_tokens, measured=True))
+    for (skip, draft_len), speedups in timed.items():
+        print(f"  finalist: K={draft_len} S={list(skip)} measured speed-up {statistics.median(speedups):.3f}x", flush=True)
+    skip, draft_len = max(timed, key=lambda choice: statistics.median(timed[choice]))
     return list(skip), draft_len
 
 
