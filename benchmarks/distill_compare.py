@@ -24,7 +24,7 @@ from rad.distill.config import DistillConfig, StageConfig
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
 from rad.eval.accuracy import EvalConfig, evaluate
-from rad.model.config import load_config
+from rad.model.formats import load_config
 from rad.model.convert import convert_folder, layers_from_diagnosis
 from rad.model.io import load_model, resolve_model_dir
 from rad.model.tokenizer import load_tokenizer

@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from rad.decode.generate import synchronize
-from rad.model.cache import KVCache
+from rad.decode.loop import synchronize
+from rad.model.cache import DecodeCache
 from rad.model.config import ModelConfig
 from rad.model.convert import convert
 from rad.model.llama import CausalLM
@@ -51,7 +51,7 @@ def build_models(device) -> dict[str, CausalLM]:
 
 def state_bytes(model: CausalLM, length: int) -> tuple[int, int]:
     """(KV, SSM) bytes of a one-row cache of `length` tokens as plain decoding holds it (no rollback ring)."""
-    cache = KVCache(model.config, 1, length, "meta", model.dtype, ssm_history=1)
+    cache = DecodeCache(model.config, 1, length, "meta", model.dtype, ssm_history=1)
     kv = cache.kv_bytes()
     return kv, cache.ssm_bytes() // 2  # the ring of 1 has a scratch slot besides the live state
 
@@ -65,7 +65,7 @@ def bytes_per_token(model: CausalLM, length: int) -> float:
 
 
 @torch.inference_mode()
-def decode_seconds(model: CausalLM, cache: KVCache, context: int, token: torch.Tensor, steps: int) -> float:
+def decode_seconds(model: CausalLM, cache: DecodeCache, context: int, token: torch.Tensor, steps: int) -> float:
     cache.rollback(context)
     synchronize(model.device)
     start = time.perf_counter()

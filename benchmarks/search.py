@@ -41,7 +41,7 @@ def random_model(folder: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rad.data import math
-    from rad.data.tokenizer import save_tokenizer, train_tokenizer
+    from rad.data.bpe_trainer import save_tokenizer, train_tokenizer
 
     problems = math.generate(2000, seed=0)
     tokenizer = train_tokenizer([p.prompt + p.completion for p in problems])

@@ -29,8 +29,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from rad.decode.draft_policy import DraftPolicy
 from rad.decode.generate import generate
-from rad.decode.speculative import measured_speedup, speculative_generate
+from rad.decode.speculative import speculative_generate
 from rad.errors import RadError
+from rad.eval.profiling import measured_speedup, profile_speculative
 from rad.data import math
 from rad.model.io import load_model, resolve_model_dir
 from rad.model.tokenizer import encode_prompt, load_tokenizer
@@ -137,10 +138,10 @@ def pooled(model, prompts, skip, draft_len, new_tokens, measured: bool) -> float
     cost model) or measured (against plain decoding in the same call)."""
     parts = []
     for prompt in prompts:
-        out = speculative_generate(model, [prompt], new_tokens, skip=skip, policy=DraftPolicy(draft_len),
-                                   model_cost=not measured, measure_plain=measured)
-        speedup = out.stats.speedup_measured if measured else out.stats.speedup_modeled
-        parts.append((out.num_tokens, speedup or 1.0))
+        profile = profile_speculative(model, [prompt], new_tokens, skip=skip, policy=DraftPolicy(draft_len),
+                                      measure=measured, model_cost=not measured)
+        speedup = profile.speedup_measured if measured else profile.speedup_modeled
+        parts.append((profile.output.num_tokens, speedup or 1.0))
     return pooled_speedup(parts)
 
 

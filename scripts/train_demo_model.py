@@ -31,7 +31,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from rad.data import code, math
-from rad.data.tokenizer import save_tokenizer, train_tokenizer
+from rad.data.bpe_trainer import save_tokenizer, train_tokenizer
 
 TASKS = {"math": math, "code": code}
 REPO = Path(__file__).resolve().parents[1]

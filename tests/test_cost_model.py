@@ -5,10 +5,10 @@ import time
 import pytest
 import torch
 
-from rad.decode.cost_model import SubLayerCosts, measure_costs
 from rad.decode.draft_policy import DraftPolicy
 from rad.decode.spec_stats import SpecStats
-from rad.decode.speculative import speculative_generate
+from rad.eval.cost_model import SubLayerCosts, measure_costs
+from rad.eval.profiling import profile_speculative
 from rad.model.io import load_model
 from test_generate import random_prompts
 
@@ -65,6 +65,6 @@ def test_modeled_draft_cost_matches_a_timed_forward(llama):
 
 def test_speculative_run_reports_the_modeled_speedup(llama):
     prompts = random_prompts([5, 12])
-    out = speculative_generate(llama, prompts, 20, skip=[1, 2], policy=DraftPolicy(3), model_cost=True)
+    profile = profile_speculative(llama, prompts, 20, skip=[1, 2], policy=DraftPolicy(3), measure=False)
     capacity = 12 + 20 + 3 + 1  # longest prompt + new tokens + a step's drafts past the end
-    assert out.stats.speedup_modeled == measure_costs(llama, 2, capacity, 4).speedup(out.stats, 2)
+    assert profile.speedup_modeled == measure_costs(llama, 2, capacity, 4).speedup(profile.output.stats, 2)

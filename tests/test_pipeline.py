@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rad.data import math
-from rad.data.tokenizer import save_tokenizer, train_tokenizer
+from rad.data.bpe_trainer import save_tokenizer, train_tokenizer
 from rad.errors import RadError
 from rad.pipeline import STAGES, RunConfig, run
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from rad.decode.draft_policy import AdaptiveExit, DraftPolicy
-from rad.decode.generate import GenerationOutput, generate
+from rad.decode.generate import generate
+from rad.decode.loop import GenerationOutput
 from rad.decode.sampling import SamplingConfig
-from rad.decode.speculative import measured_speedup, speculative_generate
+from rad.decode.speculative import speculative_generate
 from rad.errors import RadError
+from rad.eval.profiling import measured_speedup, profile_speculative
 from rad.model.convert import convert
 from rad.data import math
 from rad.model.io import load_model, resolve_model_dir
@@ -128,15 +130,16 @@ def test_statistics_match_a_brute_force_replay(llama):
 
 def test_statistics_add_up(llama):
     prompts = random_prompts([8, 26, 3])
-    out = speculative_generate(llama, prompts, 30, skip=[1], policy=DraftPolicy(4), measure_plain=True)
-    stats = out.stats
+    profile = profile_speculative(llama, prompts, 30, skip=[1], policy=DraftPolicy(4), model_cost=False)
+    out, stats = profile.output, profile.output.stats
     # Every live (row, step) pair emits its accepted drafts plus one token; the first comes from the prefill.
     assert out.num_tokens == len(prompts) + stats.steps + stats.accepted
     assert stats.accepted <= stats.drafted <= 4 * stats.steps
     assert stats.verify_forwards <= stats.steps and stats.draft_forwards <= 4 * stats.verify_forwards
     assert stats.acceptance_rate == stats.accepted / stats.drafted
-    assert out.plain.tokens == out.tokens and stats.speedup_measured > 0
-    assert speculative_generate(llama, prompts, 30, skip=[1]).stats.speedup_measured is None  # only when asked
+    assert profile.plain.tokens == out.tokens and profile.speedup_measured > 0
+    unmeasured = profile_speculative(llama, prompts, 30, skip=[1], measure=False, model_cost=False)
+    assert unmeasured.plain is None and unmeasured.speedup_measured is None  # only when asked
 
 
 def test_shipped_model_greedy_is_exact():
@@ -170,10 +173,10 @@ def test_adaptive_threshold_moves_toward_the_target():
 def test_measured_speedup_leaves_out_plain_decodings_stop_check_overrun():
     """By hand: plain decoding ran 16 steps (15 forwards) where its longest row needed 9 tokens (8)."""
     tokens = [[1] * 9, [2] * 4]
-    plain = GenerationOutput(tokens, prefill_s=0.1, decode_s=1.5, extra={"steps": 16})
+    plain = GenerationOutput(tokens, prefill_s=0.1, decode_s=1.5, steps=16)
     spec = GenerationOutput(tokens, prefill_s=0.1, decode_s=0.4)
     assert measured_speedup(spec, plain) == pytest.approx((1.5 * 8 / 15) / 0.4)
-    assert measured_speedup(GenerationOutput([[1]], 0.1, 0.0), GenerationOutput([[1]], 0.1, 0.0, {"steps": 1})) is None
+    assert measured_speedup(GenerationOutput([[1]], 0.1, 0.0), GenerationOutput([[1]], 0.1, 0.0, steps=1)) is None
 
 
 def test_bad_arguments_are_clear_errors(llama):

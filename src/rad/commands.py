@@ -42,12 +42,11 @@ def cmd_generate(args) -> None:
     prompt = encode_prompt(tokenizer, args.prompt, chat=args.chat)
     if args.speculative:
         from rad.decode.draft_policy import ADAPTIVE_DRAFT_LEN, DraftPolicy
-        from rad.decode.speculative import speculative_generate
+        from rad.eval.profiling import profile_speculative
 
         policy = DraftPolicy(ADAPTIVE_DRAFT_LEN, adaptive=True) if args.adaptive else DraftPolicy(4 if args.draft_len is None else args.draft_len)
-        result = speculative_generate(model, [prompt], args.max_new_tokens, sampling, skip=skip, policy=policy,
-                                      measure_plain=True, model_cost=True)
-        stats = result.stats.to_dict()
+        profile = profile_speculative(model, [prompt], args.max_new_tokens, sampling, skip=skip, policy=policy)
+        result, stats = profile.output, profile.to_dict()
     elif args.draft_len is not None or args.adaptive:
         raise RadError("--draft-len and --adaptive apply to --speculative decoding only")
     else:

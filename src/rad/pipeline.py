@@ -76,7 +76,7 @@ def check_run(config: RunConfig) -> None:
     from rad.distill.distill import check_config
     from rad.eval.tasks import check_task_spec
     from rad.files import atomic_write_text
-    from rad.model.config import load_config
+    from rad.model.formats import load_config
     from rad.model.convert import INITS
     from rad.model.io import resolve_model_dir
 
@@ -216,15 +216,15 @@ def run_bench(config: RunConfig, summaries: dict) -> dict:
 def speculative_statistics(config: RunConfig, layers: list[int]) -> dict:
     """Self-speculative decoding of the teacher with the diagnosed layers skipped, vs plain decoding."""
     from rad.data import math
-    from rad.decode.speculative import speculative_generate
+    from rad.eval.profiling import profile_speculative
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
 
     model_dir = resolve_model_dir(config.teacher or config.model)
     model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
     prompts = [tokenizer(p.prompt)["input_ids"] for p in math.generate(8, seed=config.seed, split="test")]
-    result = speculative_generate(model, prompts, config.eval_max_new_tokens, skip=layers, measure_plain=True)
-    return {"skip": layers, **result.stats.to_dict()}
+    profile = profile_speculative(model, prompts, config.eval_max_new_tokens, skip=layers, model_cost=False)
+    return {"skip": layers, **profile.to_dict()}
 
 
 def run_report(config: RunConfig, _) -> dict:

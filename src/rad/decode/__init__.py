@@ -1,1 +1,2 @@
-"""Decoding: the prefill/decode loop and self-speculative decoding."""
+"""Decoding: plain and self-speculative decoding on shared loop helpers (no timing comparisons, no cost model:
+those are rad.eval.profiling's)."""

@@ -16,8 +16,6 @@ class SpecStats:
     drafted: int = 0  # draft tokens proposed, summed over live rows
     draft_forwards: int = 0  # batched forwards of the draft (S skipped)
     verify_forwards: int = 0  # batched forwards of the full model, each over 1 + the step's drafts
-    speedup_measured: float | None = None  # tokens/s over plain decoding of the same prompts, same call
-    speedup_modeled: float | None = None  # from the cost model (rad.decode.cost_model)
 
     @property
     def steps(self) -> int:
@@ -37,10 +35,6 @@ class SpecStats:
         """Draft tokens accepted per verify step; each step also emits the full model's own next token."""
         return self.accepted / self.steps if self.steps else 0.0
 
-    @property
-    def mean_drafted(self) -> float:
-        return self.drafted / self.steps if self.steps else 0.0
-
     def to_dict(self) -> dict:
         return {
             "acceptance_rate": self.acceptance_rate,
@@ -50,6 +44,4 @@ class SpecStats:
             "drafted": self.drafted,
             "draft_forwards": self.draft_forwards,
             "verify_forwards": self.verify_forwards,
-            "speedup_measured": self.speedup_measured,
-            "speedup_modeled": self.speedup_modeled,
         }

@@ -23,12 +23,12 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from rad.decode.cost_model import measure_costs
 from rad.decode.draft_policy import AdaptiveExit, DraftPolicy
-from rad.decode.generate import GenerationOutput, check_request, generate, prefill, synchronize, trim_at_stop
+from rad.decode.loop import GenerationOutput, check_request, prefill, synchronize, trim_at_stop
 from rad.decode.sampling import SamplingConfig, distribution, draw, row_uniforms, select
 from rad.decode.spec_stats import SpecStats
 from rad.decode.verify import accept_greedy, accept_sampled
@@ -42,7 +42,23 @@ DRAFT, ACCEPT, NEXT = range(3)
 @dataclass
 class SpeculativeOutput(GenerationOutput):
     stats: SpecStats | None = None
-    plain: GenerationOutput | None = None  # plain decoding of the same prompts, when measured
+    cache_len: int = 0  # slots per row of the cache it decoded in (what a step's attention reads)
+
+
+class Draft(NamedTuple):
+    """One step's drafts for every row."""
+
+    tokens: torch.Tensor  # (B, 1 + k): the pending token, then the drafts (k: the longest row's)
+    probs: torch.Tensor | None  # (B, k, V) the drafts' distributions; None when greedy
+    lengths: list[int]  # each row's own number of drafts (a shorter row's extra drafts are never accepted)
+
+
+class Verdict(NamedTuple):
+    """What the full model made of one row's drafts."""
+
+    drafts: list[int]
+    accepted: int  # how many of them it keeps
+    next_token: int  # its own token after the accepted ones
 
 
 class _Speculator:
@@ -65,13 +81,8 @@ class _Speculator:
         return select(logits, self.sampling, None if self.uniforms is None else self.uniforms[:, 0, NEXT])
 
     def draft(self, cache, pending: torch.Tensor, positions: torch.Tensor, emitted: torch.Tensor | None,
-              budget: list[int]):  # fmt: skip
-        """Draft up to budget[b] tokens per row after `pending` (B, 1), with S skipped, at `positions`.
-
-        Returns the step's tokens (B, 1 + k), the pending column then the drafts, the drafts'
-        distributions (B, k, V) (None when greedy) and each row's own draft length (a list); k is
-        the longest of them (shorter rows' extra drafts are never accepted).
-        """
+              budget: list[int]) -> Draft:  # fmt: skip
+        """Draft up to budget[b] tokens per row after `pending` (B, 1), with S skipped, at `positions`."""
         columns, probs = [pending], []
         # Without an adaptive exit every row drafts its whole budget: no per-draft bookkeeping.
         if self.exit is not None:
@@ -96,17 +107,15 @@ class _Speculator:
         tokens = torch.cat(columns, 1)
         draft_lens = budget if self.exit is None else lengths.tolist()
         if self.sampling.greedy:
-            return tokens, None, draft_lens
+            return Draft(tokens, None, draft_lens)
         vocab = self.model.config.vocab_size
         draft_probs = torch.stack(probs, 1) if probs else torch.zeros(len(pending), 0, vocab, device=pending.device)
-        return tokens, draft_probs, draft_lens
+        return Draft(tokens, draft_probs, draft_lens)
 
-    def verify(self, cache, tokens, positions, draft_probs, draft_lens: list[int], emitted):
-        """One full-model forward over the step's tokens (the pending token and the drafts).
-
-        Returns, per row, (its drafts, how many it accepts, the full model's next token after them),
-        on the host, from one transfer.
-        """
+    def verify(self, cache, draft: Draft, positions, emitted) -> list[Verdict]:
+        """One full-model forward over the step's tokens (the pending token and the drafts); each row's
+        verdict, on the host, from one transfer."""
+        tokens, draft_lens = draft.tokens, draft.lengths
         width = tokens.shape[1]
         logits = self.model(tokens, positions[:, :width], cache)  # the caller advances the cache by what is kept
         if self.sampling.greedy:
@@ -115,14 +124,14 @@ class _Speculator:
             for row, length in zip(table, draft_lens):
                 drafts, choices = row[:length], row[width - 1 :]
                 accepted = accept_greedy(drafts, choices)
-                verdicts.append((drafts, accepted, choices[accepted]))
+                verdicts.append(Verdict(drafts, accepted, choices[accepted]))
             return verdicts
         index = emitted[:, None] + torch.arange(width, device=tokens.device)
         lens = torch.tensor(draft_lens, device=tokens.device)
-        accepted, following = accept_sampled(tokens[:, 1:], draft_probs, distribution(logits, self.sampling), lens,
+        accepted, following = accept_sampled(tokens[:, 1:], draft.probs, distribution(logits, self.sampling), lens,
                                              self.uniform(index[:, :-1], ACCEPT), self.uniform(index, NEXT))
         table = torch.cat([tokens[:, 1:], accepted[:, None], following[:, None]], 1).tolist()
-        return [(row[:length], row[-2], row[-1]) for row, length in zip(table, draft_lens)]
+        return [Verdict(row[:length], row[-2], row[-1]) for row, length in zip(table, draft_lens)]
 
 
 class _Progress:
@@ -154,9 +163,9 @@ class _Progress:
         """(B,) tokens emitted per row: the index of the next token in the samplers' uniform streams."""
         return torch.tensor([len(row) for row in self.rows], device=device)
 
-    def record(self, verdicts: list[tuple[list[int], int, int]]) -> list[int]:
-        """Take a verified step, per row (drafts, accepted, next token); return how many tokens each row
-        keeps in the cache (the pending token and its accepted drafts; 0 for rows that had finished)."""
+    def record(self, verdicts: list[Verdict]) -> list[int]:
+        """Take a verified step; return how many tokens each row keeps in the cache (the pending token and
+        its accepted drafts; 0 for rows that had finished)."""
         keep = [0] * len(verdicts)
         for b, (drafts, accepted, token) in enumerate(verdicts):
             if self.done[b]:
@@ -180,15 +189,9 @@ def speculative_generate(
     stop_tokens: Collection[int] | None = None,
     skip: Collection[int] = (),
     policy: DraftPolicy = DraftPolicy(),
-    measure_plain: bool = False,
-    model_cost: bool = False,
 ) -> SpeculativeOutput:
-    """Generate like `generate`, drafting with the attention of layers `skip` skipped.
-
-    The output carries `stats` (SpecStats). With `measure_plain`, plain decoding of the same prompts
-    runs in the same call and `stats.speedup_measured` is the ratio of decode-phase tokens/s; with
-    `model_cost`, `stats.speedup_modeled` comes from the cost model (rad.decode.cost_model).
-    """
+    """Generate like `generate`, drafting with the attention of layers `skip` skipped; the output carries
+    the acceptance statistics (`stats`). How it compares with plain decoding is rad.eval.profiling's job."""
     skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
     device = model.device
     batch, draft_len = ids.shape[0], policy.draft_len
@@ -210,40 +213,19 @@ def speculative_generate(
         budget = progress.budget()
         positions = progress.positions(max(budget) + 1, device)
         emitted = None if sampling.greedy else progress.emitted(device)
-        tokens, draft_probs, draft_lens = speculator.draft(cache, pending, positions, emitted, budget)
+        draft = speculator.draft(cache, pending, positions, emitted, budget)
         cache.rollback(positions[:, 0])
-        verdicts = speculator.verify(cache, tokens, positions, draft_probs, draft_lens, emitted)
-        draft_forwards, verify_forwards = draft_forwards + tokens.shape[1] - 1, verify_forwards + 1
+        verdicts = speculator.verify(cache, draft, positions, emitted)
+        draft_forwards, verify_forwards = draft_forwards + draft.tokens.shape[1] - 1, verify_forwards + 1
         kept = torch.tensor(progress.record(verdicts), device=device)
         cache.advance(kept)
         if speculator.exit is not None:
-            accepted = torch.tensor([verdict[1] for verdict in verdicts], device=device)
-            speculator.exit.update(accepted, torch.tensor(draft_lens, device=device), kept > 0)
-        pending = torch.tensor([[verdict[2]] for verdict in verdicts], device=device)
+            accepted = torch.tensor([verdict.accepted for verdict in verdicts], device=device)
+            speculator.exit.update(accepted, torch.tensor(draft.lengths, device=device), kept > 0)
+        pending = torch.tensor([[verdict.next_token] for verdict in verdicts], device=device)
     synchronize(device)
     end = time.perf_counter()
 
     rows = [trim_at_stop(row, progress.stop_tokens) for row in progress.rows]
     stats = SpecStats(draft_len, progress.histogram, progress.drafted, draft_forwards, verify_forwards)
-    result = SpeculativeOutput(rows, prefill_end - start, end - prefill_end, stats=stats)
-    if measure_plain:
-        result.plain = generate(model, prompts, max_new_tokens, sampling, stop_tokens)
-        stats.speedup_measured = measured_speedup(result, result.plain)
-    if model_cost and stats.verify_forwards:
-        stats.speedup_modeled = measure_costs(model, batch, capacity, draft_len + 1).speedup(stats, len(skip))
-    return result
-
-
-def measured_speedup(spec: GenerationOutput, plain: GenerationOutput) -> float | None:
-    """Ratio of decode-phase tokens/s (each row's first token comes from the prefill, the same in both).
-
-    Plain decoding looks for finished rows only every few steps (STOP_CHECK_INTERVAL), so it may run
-    steps past the end of its longest row; its time is cut to the steps that row needed, so that the
-    ratio measures speculation, not that throttle (which would flatter short, stopped generations).
-    """
-    decoded = [sum(len(row) - 1 for row in out.tokens) for out in (spec, plain)]
-    forwards_needed, forwards_run = max(len(row) for row in plain.tokens) - 1, plain.extra["steps"] - 1
-    plain_s = plain.decode_s * forwards_needed / forwards_run if forwards_run else 0.0
-    if spec.decode_s <= 0 or plain_s <= 0:
-        return None
-    return (decoded[0] / spec.decode_s) / (decoded[1] / plain_s)
+    return SpeculativeOutput(rows, prefill_end - start, end - prefill_end, verify_forwards, stats, capacity)

@@ -25,7 +25,7 @@ from rad.distill.teacher import TopkCache, check_same_tokenizer
 from rad.distill.trainer import Trainer
 from rad.errors import RadError
 from rad.files import atomic_write_json
-from rad.model.config import load_config
+from rad.model.formats import load_config
 from rad.model.io import load_model, parse_dtype, resolve_model_dir, save_hybrid
 from rad.model.tokenizer import load_tokenizer
 

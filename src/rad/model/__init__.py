@@ -1,1 +1,2 @@
-"""Our own Llama-family model code: config, decoder, cache, checkpoint I/O."""
+"""Model math only: the config and its formats, the decoder, the Mamba2 mixer and scan, the decode cache,
+checkpoint I/O and the attention -> SSM initialisers."""

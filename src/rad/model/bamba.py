@@ -16,7 +16,8 @@ Names: Bamba's `feed_forward`, `pre_ff_layernorm` and `model.final_layernorm` ar
 from __future__ import annotations
 
 from rad.errors import RadError
-from rad.model.config import ModelConfig, SSMConfig, common_fields
+from rad.model.config import ModelConfig, SSMConfig
+from rad.model.families import common_fields
 
 _RENAMES = [(".feed_forward.", ".mlp."), (".pre_ff_layernorm.", ".post_attention_layernorm."),
             ("model.final_layernorm.", "model.norm.")]  # fmt: skip

@@ -1,4 +1,5 @@
-"""Preallocated cache: KV for attention layers, conv + SSM state for SSM layers; per-row lengths, rollback.
+"""The decode cache, preallocated: keys and values of attention layers, conv + SSM states of SSM layers;
+per-row lengths, rollback.
 
 Each row of a batch is left-aligned: row b's token at position p lives in slot p. Rows may hold
 different lengths (prompts of different sizes, or speculative steps that accepted different
@@ -27,7 +28,9 @@ from rad.model.ssm import MambaState
 DEFAULT_SSM_HISTORY = 32
 
 
-class KVCache:
+class DecodeCache:
+    """Everything a decode step reads back from earlier tokens: KV of attention layers, SSM layers' states."""
+
     def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype: torch.dtype,
                  ssm_history: int = DEFAULT_SSM_HISTORY):  # fmt: skip
         shape = (batch, config.num_kv_heads, max_len, config.head_dim)
@@ -115,7 +118,3 @@ class KVCache:
     def memory_bytes(self) -> int:
         return self.kv_bytes() + self.ssm_bytes()
 
-
-def check_capacity(cache: KVCache, needed: int):
-    if needed > cache.max_len:
-        raise RadError(f"the cache holds {cache.max_len} tokens but {needed} are needed")

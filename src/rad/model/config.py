@@ -1,21 +1,15 @@
-"""ModelConfig: what rad needs to know about a checkpoint, read from an HF `config.json`.
+"""ModelConfig: what rad needs to know about a checkpoint, and the checks of layer indices against it.
 
-Accepts the Llama family (Llama, Mistral, Qwen2, Qwen3) in both the transformers 4.x layout
-(`rope_theta`, `rope_scaling` at top level) and the 5.x layout (`rope_parameters`).
+The config formats it is read from (HF families, Bamba, rad_hybrid) are parsed in rad.model.formats.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from rad.errors import RadError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-# Hybrid folders: transformers' Bamba layout where it can express the model, else rad's own (see bamba.py, io.py).
-HYBRID_MODEL_TYPES = ("bamba", "rad_hybrid")
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 LAYER_TYPES = ("attention", "ssm")
 
 
@@ -97,106 +91,18 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def check_layers(self, layers: Collection[int], what: str) -> list[int]:
+        """`layers` as a list, after checking that each names an attention layer, once (`what` names them in errors)."""
+        layers = list(layers)
+        if len(set(layers)) != len(layers):
+            raise RadError(f"{what} {layers} repeats a layer")
+        for layer in layers:
+            if not 0 <= layer < self.num_layers:
+                raise RadError(f"{what}: layer {layer} is out of range: the model has layers 0..{self.num_layers - 1}")
+            if self.layer_types[layer] != "attention":
+                raise RadError(f"{what}: layer {layer} is a {self.layer_types[layer]} layer, not attention")
+        return layers
 
-def _as_list(value) -> list[int]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _rope_settings(raw: dict) -> tuple[float, dict | None]:
-    """Return (theta, scaling dict or None) from either config layout."""
-    params = raw.get("rope_parameters") or {}
-    theta = params.get("rope_theta", raw.get("rope_theta", 10000.0))
-    scaling = raw.get("rope_scaling") or params
-    rope_type = scaling.get("rope_type", scaling.get("type", "default")) if scaling else "default"
-    if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise RadError(f"rope type '{rope_type}' is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}")
-    if rope_type == "default":
-        return float(theta), None
-    return float(theta), {**scaling, "rope_type": rope_type}
-
-
-def _sliding_windows(raw: dict, model_type: str, num_layers: int) -> list[int | None]:
-    window = raw.get("sliding_window")
-    if model_type == "mistral":
-        return [window] * num_layers
-    if model_type in ("qwen2", "qwen3") and raw.get("use_sliding_window") and window:
-        hf_types = raw.get("layer_types") or [
-            "sliding_attention" if i >= raw.get("max_window_layers", 0) else "full_attention" for i in range(num_layers)
-        ]
-        return [window if t == "sliding_attention" else None for t in hf_types]
-    return [None] * num_layers
-
-
-def config_from_hf(raw: dict) -> ModelConfig:
-    """Build a ModelConfig from the parsed contents of an HF config.json."""
-    model_type = raw.get("model_type")
-    if model_type == "bamba":
-        from rad.model.bamba import config_from_bamba
-
-        return config_from_bamba(raw)
-    if model_type == "rad_hybrid":
-        try:
-            return ModelConfig(**raw["rad_config"])
-        except (KeyError, TypeError) as err:
-            raise RadError(f"a rad_hybrid config.json needs a valid 'rad_config' object ({err})") from None
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        supported = SUPPORTED_MODEL_TYPES + HYBRID_MODEL_TYPES
-        raise RadError(f"unsupported model_type '{model_type}'; supported: {', '.join(supported)}")
-    try:
-        fields = common_fields(raw)
-        attention_bias = bool(raw.get("attention_bias", False))
-        return ModelConfig(
-            model_type=model_type,
-            **fields,
-            # Qwen2 hard-codes q/k/v biases; Mistral has none; Llama and Qwen3 follow attention_bias.
-            qkv_bias=model_type == "qwen2" or (attention_bias and model_type in ("llama", "qwen3")),
-            o_bias=attention_bias and model_type in ("llama", "qwen3"),
-            qk_norm=model_type == "qwen3",
-            sliding_windows=_sliding_windows(raw, model_type, fields["num_layers"]),
-        )
-    except KeyError as missing:
-        raise RadError(f"config.json lacks the field {missing}") from None
-
-
-def common_fields(raw: dict) -> dict:
-    """The ModelConfig fields every supported config.json (Bamba's included) spells alike.
-
-    A KeyError names a missing required field; the caller turns it into a RadError.
-    """
-    if raw.get("hidden_act", "silu") != "silu":
-        raise RadError(f"unsupported hidden_act '{raw['hidden_act']}'; only 'silu' is supported")
-    num_heads, hidden = raw["num_attention_heads"], raw["hidden_size"]
-    theta, scaling = _rope_settings(raw)
-    return dict(
-        vocab_size=raw["vocab_size"],
-        hidden_size=hidden,
-        intermediate_size=raw["intermediate_size"],
-        num_layers=raw["num_hidden_layers"],
-        num_heads=num_heads,
-        num_kv_heads=raw.get("num_key_value_heads") or num_heads,
-        head_dim=raw.get("head_dim") or hidden // num_heads,
-        rms_norm_eps=raw.get("rms_norm_eps", 1e-6),
-        rope_theta=theta,
-        rope_scaling=scaling,
-        max_position_embeddings=raw.get("max_position_embeddings", 2048),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        mlp_bias=bool(raw.get("mlp_bias", False)),
-        bos_token_id=raw.get("bos_token_id"),
-        eos_token_ids=_as_list(raw.get("eos_token_id")),
-        pad_token_id=raw.get("pad_token_id"),
-        dtype=str(raw.get("dtype") or raw.get("torch_dtype") or "float32"),
-        architecture=(raw.get("architectures") or [""])[0],
-    )
-
-
-def load_config(model_dir: Path) -> ModelConfig:
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise RadError(f"{model_dir} has no config.json; point at a Hugging Face model folder")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise RadError(f"{path} is not valid JSON: {err}") from None
-    return config_from_hf(raw)
+    def check_skip(self, skip: Collection[int]) -> frozenset[int]:
+        """A skip set (attention sub-layers the draft leaves out): indices of attention layers, each once."""
+        return frozenset(self.check_layers(skip, "skip set"))

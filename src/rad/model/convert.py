@@ -24,8 +24,9 @@ from rad.errors import RadError
 from rad.model.bamba import bamba_incompatibility
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer, ssm_config_for
-from rad.model.io import DTYPES, load_config, load_model, resolve_model_dir, save_hybrid
-from rad.model.llama import Attention, CausalLM, check_attention_layers
+from rad.model.formats import load_config
+from rad.model.io import DTYPES, load_model, resolve_model_dir, save_hybrid
+from rad.model.llama import Attention, CausalLM
 
 INITS = ("rad", "kqvo")
 
@@ -96,7 +97,7 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
     config = model.config
     if not layers:
         raise RadError("name at least one layer to convert")
-    layers = sorted(check_attention_layers(config, layers, "layers to convert"))
+    layers = sorted(config.check_layers(layers, "layers to convert"))
     types = ["ssm" if i in layers else t for i, t in enumerate(config.layer_types)]
     hybrid = model if in_place else copy.deepcopy(model)
     hybrid.config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config, chunk_size))

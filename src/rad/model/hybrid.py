@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rad.model.cache import KVCache
+from rad.model.cache import DecodeCache
 from rad.model.config import ModelConfig, SSMConfig
 from rad.model.ssm import Mamba2Mixer, MambaState
 
@@ -30,7 +30,7 @@ class SSMMixer(Mamba2Mixer):
         )  # fmt: skip
         self.layer = layer
 
-    def run(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None, valid: torch.Tensor | None):
+    def run(self, x: torch.Tensor, positions: torch.Tensor, cache: DecodeCache | None, valid: torch.Tensor | None):
         """Mix (B, T, hidden) tokens at `positions`; with a cache, continue from each row's state at
         `cache.lengths` (the new tokens must start there) and record the new states for rollback."""
         if cache is None:

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 from rad.errors import RadError
 from rad.model.bamba import bamba_config, bamba_incompatibility, from_bamba_name, to_bamba_name
-from rad.model.config import ModelConfig, load_config
+from rad.model.config import ModelConfig
+from rad.model.formats import load_config
 from rad.model.llama import CausalLM
 from rad.model.rope import inverse_frequencies
 

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rad.errors import RadError
-from rad.model.cache import DEFAULT_SSM_HISTORY, KVCache
+from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer
 from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
@@ -62,7 +61,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, positions, rotary, masks, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x, positions, rotary, masks, cache: DecodeCache | None) -> torch.Tensor:
         """`masks` maps a window size (None: full attention) to its (B, 1, T, S) mask, built once per forward."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
@@ -143,15 +142,15 @@ class CausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
 
-    def new_cache(self, batch: int, max_len: int, ssm_history: int = DEFAULT_SSM_HISTORY) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, ssm_history: int = DEFAULT_SSM_HISTORY) -> DecodeCache:
         """A cache for `batch` rows of `max_len` tokens; SSM layers can roll back `ssm_history` positions."""
-        return KVCache(self.config, batch, max_len, self.device, self.dtype, ssm_history)
+        return DecodeCache(self.config, batch, max_len, self.device, self.dtype, ssm_history)
 
     def forward(
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        cache: KVCache | None = None,
+        cache: DecodeCache | None = None,
         skip: Collection[int] = (),
         logit_index: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
@@ -187,20 +186,3 @@ class CausalLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are one Parameter, counted once
 
-
-def check_attention_layers(config: ModelConfig, layers: Collection[int], what: str) -> list[int]:
-    """`layers` as a list, after checking that each names an attention layer, once (`what` names them in errors)."""
-    layers = list(layers)
-    if len(set(layers)) != len(layers):
-        raise RadError(f"{what} {layers} repeats a layer")
-    for layer in layers:
-        if not 0 <= layer < config.num_layers:
-            raise RadError(f"{what}: layer {layer} is out of range: the model has layers 0..{config.num_layers - 1}")
-        if config.layer_types[layer] != "attention":
-            raise RadError(f"{what}: layer {layer} is a {config.layer_types[layer]} layer, not attention")
-    return layers
-
-
-def validate_skip(config: ModelConfig, skip: Collection[int]) -> frozenset[int]:
-    """Check a skip set: indices of attention layers, each once."""
-    return frozenset(check_attention_layers(config, skip, "skip set"))

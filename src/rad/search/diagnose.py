@@ -82,7 +82,7 @@ def hide_password(url: str) -> str:
 
 def diagnose(config: DiagnoseConfig) -> dict:
     """Run the stage and write its files; return the diagnosis (what diagnosis.json holds)."""
-    from rad.model.config import load_config
+    from rad.model.formats import load_config
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
 

@@ -1,7 +1,7 @@
 """The diagnosis objective: the self-speculative speed-up of skipping the attention of layers S.
 
 `modeled` (default): acceptance statistics from a greedy speculative run times the measured sub-layer
-cost model (rad.decode.cost_model): the acceptance part is exact and repeatable, the costs are timed
+cost model (rad.eval.cost_model): the acceptance part is exact and repeatable, the costs are timed
 once per model, so the search is not steered by a noisy clock. `measured`: wall-clock tokens/s over
 plain decoding of the same prompts in the same call (what a user sees, noise included).
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from rad.decode.draft_policy import DraftPolicy
 from rad.decode.sampling import SamplingConfig
-from rad.decode.speculative import speculative_generate
 from rad.errors import RadError
+from rad.eval.profiling import profile_speculative
 from rad.model.llama import CausalLM
 from rad.search.objective import Evaluation
 from rad.search.space import Skip
@@ -50,13 +50,12 @@ class SpeedupObjective:
         self.model, self.sources, self.config = model, sources, config
 
     def run(self, skip: Skip, prompts: list[list[int]], measure: bool) -> dict:
-        out = speculative_generate(self.model, prompts, self.config.max_new_tokens, SamplingConfig(temperature=0.0),
-                                   skip=skip, policy=DraftPolicy(draft_len=self.config.draft_len),
-                                   measure_plain=measure, model_cost=True)
-        stats = out.stats
-        return {"tokens": out.num_tokens, "accepted": stats.accepted, "drafted": stats.drafted,
-                "steps": stats.steps, "speedup_modeled": stats.speedup_modeled,
-                "speedup_measured": stats.speedup_measured}
+        profile = profile_speculative(self.model, prompts, self.config.max_new_tokens, SamplingConfig(temperature=0.0),
+                                      skip=skip, policy=DraftPolicy(draft_len=self.config.draft_len), measure=measure)
+        stats = profile.output.stats
+        return {"tokens": profile.output.num_tokens, "accepted": stats.accepted, "drafted": stats.drafted,
+                "steps": stats.steps, "speedup_modeled": profile.speedup_modeled,
+                "speedup_measured": profile.speedup_measured}
 
     def __call__(self, skip: Skip, measure: bool = False) -> Evaluation:
         """Evaluate `skip`; `measure` also times plain decoding (always done in measured mode)."""

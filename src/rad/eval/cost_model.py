@@ -33,7 +33,7 @@ from weakref import WeakKeyDictionary
 
 import torch
 
-from rad.decode.generate import synchronize
+from rad.decode.loop import synchronize
 from rad.decode.spec_stats import SpecStats
 from rad.model.llama import CausalLM
 

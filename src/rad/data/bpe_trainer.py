@@ -1,4 +1,5 @@
-"""A small byte-level BPE tokenizer trained on the task corpus, saved so transformers' AutoTokenizer loads it."""
+"""Training the demo model's tokenizer: a small byte-level BPE on the task corpus, saved so transformers' AutoTokenizer
+loads it (scripts/train_demo_model.py; tests build tiny task models with it)."""
 
 from __future__ import annotations
 
