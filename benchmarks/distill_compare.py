@@ -25,7 +25,7 @@ from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
 from rad.eval.accuracy import EvalConfig, evaluate
 from rad.model.formats import load_config
-from rad.model.convert import convert_folder, layers_from_diagnosis
+from rad.app.convert import convert_folder, layers_from_diagnosis
 from rad.model.io import load_model, resolve_model_dir
 from rad.model.tokenizer import load_tokenizer
 from rad.search.baselines import random_sets, uniform_placement
@@ -90,7 +90,7 @@ def accuracy(args: argparse.Namespace, model_dir) -> dict[str, float]:
 def run(args: argparse.Namespace, name: str, layers: list[int]) -> dict:
     folder = args.out / name
     if not (folder / "hybrid").exists():
-        convert_folder(args.model, folder / "hybrid", layers, init="rad")
+        convert_folder(args.model, folder / "hybrid", layers)
     config = DistillConfig(
         student=str(folder / "hybrid"), teacher=str(args.model), data=args.data, out=str(folder / "distilled"),
         stage1=StageConfig(args.steps, args.lr, "ssm", args.warmup), stage2=StageConfig(0, 1e-4, "all"),

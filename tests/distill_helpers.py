@@ -9,14 +9,14 @@ import pytest
 
 import rad.distill.trainer as trainer_module
 
-from rad.distill.config import DistillConfig, StageConfig
-from rad.model.convert import convert_folder
+from rad.distill.config import DistillConfig
+from rad.app.convert import ConvertConfig, convert_folder
 
 REPLACED = [1, 2]
 
 
 def make_hybrid(source: Path, out: Path, init: str = "rad") -> Path:
-    convert_folder(source, out, REPLACED, init=init)
+    convert_folder(source, out, REPLACED, ConvertConfig(init=init))
     return out
 
 
@@ -31,7 +31,8 @@ def write_texts(path: Path, n: int, seed: int = 0, lengths=(5, 40)) -> Path:
 
 def config(student, teacher, data, out, steps1=4, steps2=0, **overrides) -> DistillConfig:
     settings = dict(student=str(student), teacher=str(teacher), data=f"jsonl:{data}", out=str(out),
-                    stage1=StageConfig(steps1, 1e-2, "ssm", warmup=1), stage2=StageConfig(steps2, 1e-3, "all", warmup=1),
+                    stage1_steps=steps1, stage1_lr=1e-2, stage1_warmup=1, stage2_steps=steps2, stage2_lr=1e-3,
+                    stage2_warmup=1,
                     seq_len=32, batch_size=4, save_every=100, progress=False)
     settings.update(overrides)
     return DistillConfig(**settings)

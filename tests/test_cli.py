@@ -9,7 +9,7 @@ import sys
 import pytest
 from safetensors.torch import load_file, save_file
 
-from rad.cli import main
+from rad.app.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -103,7 +103,7 @@ def test_bad_skip(capsys, llama_dir, skip, message):
 
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rad.cli", "generate", str(tmp_path / "nowhere"), "--prompt", "hi"],
+        [sys.executable, "-m", "rad.app.cli", "generate", str(tmp_path / "nowhere"), "--prompt", "hi"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2

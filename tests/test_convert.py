@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rad.cli import main
+from rad.app.cli import main
 from rad.decode.generate import generate
 from rad.model.convert import convert
 from rad.model.io import load_model
@@ -70,10 +70,28 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
-def test_rad_convert_then_info_and_generate(capsys, llama_dir, tmp_path):
+@pytest.fixture(scope="module")
+def real_diagnosis(llama_dir, tmp_path_factory) -> dict:
+    """A diagnosis.json that `rad diagnose` wrote for the tiny Llama, k = 1 and 2 (its layers are set by the tests)."""
+    folder = tmp_path_factory.mktemp("diagnosis")
+    (folder / "prompts.txt").write_text("w1 w2 w3\n")
+    code = main(["diagnose", str(llama_dir), "--k", "1,2", "--trials", "2", "--n-prompts", "1", "--max-new-tokens", "4",
+                 "--prompts", f"text:{folder / 'prompts.txt'}", "--out", str(folder / "out"), "--json"])
+    assert code == 0
+    return json.loads((folder / "out" / "diagnosis.json").read_text())
+
+
+def write_diagnosis(path, diagnosis: dict, layers: dict[str, list[int]]):
+    """`diagnosis` with best_layers set to `layers` (k -> layers), written to `path`."""
+    for k, best in layers.items():
+        diagnosis["results"][k]["best_layers"] = best
+    path.write_text(json.dumps(diagnosis))
+    return path
+
+
+def test_rad_convert_then_info_and_generate(capsys, llama_dir, real_diagnosis, tmp_path):
     source = llama_dir
-    diagnosis = tmp_path / "diagnosis.json"
-    diagnosis.write_text(json.dumps({"results": {"1": {"best_layers": [3]}, "2": {"best_layers": [1, 3]}}}))
+    diagnosis = write_diagnosis(tmp_path / "diagnosis.json", real_diagnosis, {"1": [3], "2": [1, 3]})
     code, out, _ = run_cli(capsys, "convert", source, "--diagnosis", diagnosis, "--k", 2, "--out", tmp_path / "h", "--json")
     result = json.loads(out)
     assert code == 0 and result["model_type"] == "bamba" and result["layers"] == [1, 3] and result["notes"] == []
@@ -97,12 +115,18 @@ def test_rad_convert_then_info_and_generate(capsys, llama_dir, tmp_path):
         (["--diagnosis", "DIAG"], "needs --k"),
         ([], "either --layers"),
         (["--diagnosis", "missing.json", "--k", "1"], "does not exist"),
+        (["--diagnosis", "BROKEN", "--k", "1"], "is not a valid diagnosis: $.results.2: missing 'value'"),
+        (["--diagnosis", "NOT_JSON", "--k", "1"], "is not a JSON file"),
     ],
 )
-def test_rad_convert_bad_input(capsys, llama_dir, tmp_path, argv, message):
-    diagnosis = tmp_path / "diagnosis.json"
-    diagnosis.write_text(json.dumps({"results": {"1": {"best_layers": [3]}, "2": {"best_layers": [1, 3]}}}))
-    argv = [diagnosis if a == "DIAG" else a for a in argv]
+def test_rad_convert_bad_input(capsys, llama_dir, real_diagnosis, tmp_path, argv, message):
+    diagnosis = write_diagnosis(tmp_path / "diagnosis.json", real_diagnosis, {"1": [3], "2": [1, 3]})
+    broken = json.loads(diagnosis.read_text())
+    del broken["results"]["2"]["value"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    (tmp_path / "not.json").write_text("{'results': ")
+    files = {"DIAG": diagnosis, "BROKEN": tmp_path / "broken.json", "NOT_JSON": tmp_path / "not.json"}
+    argv = [files.get(a, a) for a in argv]
     code, out, err = run_cli(capsys, "convert", llama_dir, *argv, "--out", tmp_path / "h")
     assert code == 2 and message in err and err.count("\n") == 1 and not out
     assert not (tmp_path / "h").exists()

@@ -14,9 +14,11 @@ import torch
 from tiny_models import word_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from rad.cli import main
+from rad.app.cli import main
+from rad.app.stage_commands import diagnose_and_plot
 from rad.search.baselines import least_influence
-from rad.search.diagnose import DiagnoseConfig, diagnose
+from rad.search.config import DiagnoseConfig
+from rad.search.diagnose import diagnose
 from rad.search.schema import schema_errors
 
 QUIET = (1, 4)  # the layers whose attention says nothing in the redundant model
@@ -58,7 +60,7 @@ def config(model, out, **overrides) -> DiagnoseConfig:
 
 
 def test_search_returns_exactly_the_silent_layers(redundant_dir, prompt_files, tmp_path):
-    diagnosis = diagnose(config(redundant_dir, tmp_path, prompts=prompt_files, trials=8))
+    diagnosis = diagnose_and_plot(config(redundant_dir, tmp_path, prompts=prompt_files, trials=8))
     result = diagnosis["results"]["2"]
     assert result["best_layers"] == list(QUIET)
     assert result["acceptance_rate"] == pytest.approx(1.0)  # the draft is the full model
@@ -98,7 +100,7 @@ def test_several_k_excluded_layers_and_measured_objective(redundant_dir, tmp_pat
     (["--k", "2", "--prompts", "task:poetry"], "unknown prompt source 'task:poetry'"),
     (["--k", "2", "--prompts", "text:/no/such/file.txt"], "does not exist"),
     (["--k", "2", "--out", "{tmp}/a_file/out"], "cannot create the output folder"),
-    (["--k", "two"], "--k must be comma-separated integers"),
+    (["--k", "two"], "argument --k: must be comma-separated integers"),
     (["--k", "2,2"], "--k repeats a value"),
     (["--k", "1", "--storage", "nosuchdb://somewhere/studies"], "cannot open the study storage"),
 ])
@@ -125,7 +127,7 @@ def test_a_killed_run_resumes_with_its_trials(redundant_dir, prompt_files, tmp_p
     out = tmp_path / "run"
     argv = ["diagnose", str(redundant_dir), "--k", "2", "--trials", "7", "--n-prompts", "1", "--max-new-tokens", "6",
             "--prompts", prompt_files[0], "--sampler", "tpe", "--out", str(out)]
-    process = subprocess.Popen([sys.executable, "-m", "rad.cli", *argv], stdout=subprocess.DEVNULL,
+    process = subprocess.Popen([sys.executable, "-m", "rad.app.cli", *argv], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=os.environ | {"OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while complete_trials(out / "study.db") < 3 and process.poll() is None and time.monotonic() < deadline:

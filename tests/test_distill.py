@@ -13,7 +13,7 @@ from distill_helpers import REPLACED, config, killed_at_step, make_hybrid, write
 from safetensors.torch import load_file
 
 import rad.distill.trainer as trainer_module
-from rad.cli import main
+from rad.app.cli import main
 from rad.distill.data import build_rows, documents
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
@@ -47,8 +47,7 @@ def test_stage1_trains_only_the_mixers_and_leaves_everything_else_bit_identical(
 
 def test_kl_is_zero_when_the_student_is_the_teacher(setup, tmp_path):
     teacher, _, data = setup
-    cfg = config(teacher, teacher, data, tmp_path / "out", steps1=1)
-    cfg.stage1.params = "model.layers.1.mlp.*"
+    cfg = config(teacher, teacher, data, tmp_path / "out", steps1=0, steps2=1, stage2_params="model.layers.1.mlp.*")
     records = []
     original = trainer_module.Trainer.train_step
 
@@ -84,8 +83,7 @@ def test_loss_falls_on_a_tiny_problem(setup, tmp_path):
     """Eight documents, all in every batch: the mixers can learn what the removed attention did on them."""
     teacher, hybrid, _ = setup
     data = write_texts(tmp_path / "few.jsonl", 8, seed=3)
-    cfg = config(hybrid, teacher, data, tmp_path / "out", steps1=20, pack=False, batch_size=8)
-    cfg.stage1.warmup = 5
+    cfg = config(hybrid, teacher, data, tmp_path / "out", steps1=20, pack=False, batch_size=8, stage1_warmup=5)
     distill(cfg)
     kl = [r["kl"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl")]
     assert kl[-1] < 0.2 * kl[0], kl

@@ -9,8 +9,7 @@ import torch
 from distill_helpers import REPLACED, config, killed_at_step, make_hybrid, write_texts
 from test_distill import metrics_without_timing, weights
 
-from rad.cli import main
-from rad.distill.config import StageConfig
+from rad.app.cli import main
 from rad.distill.data import build_rows, documents
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
@@ -19,8 +18,9 @@ from rad.model.io import load_model
 from rad.model.tokenizer import load_tokenizer
 
 
-def align(steps: int) -> StageConfig:
-    return StageConfig(steps, 1e-2, "ssm", warmup=1)
+def align(steps: int) -> dict:
+    """DistillConfig settings of an alignment stage of `steps` steps."""
+    return dict(align_steps=steps, align_lr=1e-2, align_warmup=1)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def test_alignment_loss_is_the_mixers_error_on_the_teachers_own_inputs(setup, tm
     must give the second step's recorded loss (mean square error over the hidden size, mean over the
     layers, over real tokens). Only the mixers change."""
     folder, reference, hybrid, data = setup
-    distill(config(hybrid, folder, data, tmp_path / "two", steps1=0, align=align(2), pack=False))
-    distill(config(hybrid, folder, data, tmp_path / "one", steps1=0, align=align(1), pack=False))
+    distill(config(hybrid, folder, data, tmp_path / "two", steps1=0, **align(2), pack=False))
+    distill(config(hybrid, folder, data, tmp_path / "one", steps1=0, **align(1), pack=False))
     recorded = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [(r["stage"], r["kl"]) for r in recorded] == [(0, 0.0), (0, 0.0)]
 
@@ -71,7 +71,7 @@ def test_alignment_loss_is_the_mixers_error_on_the_teachers_own_inputs(setup, tm
 def test_alignment_error_falls_on_a_tiny_problem(setup, tmp_path):
     folder, _, hybrid, _ = setup
     data = write_texts(tmp_path / "few.jsonl", 8, seed=3)
-    cfg = config(hybrid, folder, data, tmp_path / "out", steps1=0, align=StageConfig(20, 1e-2, "ssm", warmup=5),
+    cfg = config(hybrid, folder, data, tmp_path / "out", steps1=0, align_steps=20, align_lr=1e-2, align_warmup=5,
                  pack=False, batch_size=8)
     distill(cfg)
     hidden = [r["hidden"] for r in read_metrics(tmp_path / "out" / "metrics.jsonl")]
@@ -82,7 +82,7 @@ def test_killed_run_resumes_across_the_alignment_stage(setup, tmp_path):
     """Alignment 3 steps, stage 1 2 steps, checkpoints every 2 steps and at stage ends (2, 3, 4, 5):
     killed as it starts step 5, resumed, it ends bit-identical to a run that never stopped."""
     folder, _, hybrid, data = setup
-    settings = dict(steps1=2, align=align(3), save_every=2)
+    settings = dict(steps1=2, **align(3), save_every=2)
     distill(config(hybrid, folder, data, tmp_path / "whole", **settings))
     killed = tmp_path / "killed"
     with killed_at_step(5):
@@ -97,9 +97,9 @@ def test_alignment_needs_the_source_model_as_teacher(setup, tmp_path):
     folder, _, hybrid, data = setup
     # The hybrid as its own teacher: same tokenizer, but no attention at the replaced layers to copy.
     with pytest.raises(RadError, match="alignment stage.*needs attention in the teacher"):
-        distill(config(hybrid, hybrid, data, tmp_path / "out", steps1=0, align=align(1)))
-    with pytest.raises(RadError, match="align: steps"):
-        distill(config(hybrid, folder, data, tmp_path / "out", align=align(-1)))
+        distill(config(hybrid, hybrid, data, tmp_path / "out", steps1=0, **align(1)))
+    with pytest.raises(RadError, match="--align-steps must be at least 0"):
+        distill(config(hybrid, folder, data, tmp_path / "out", **align(-1)))
 
 
 def test_cli_align_options(setup, tmp_path, capsys):
@@ -108,6 +108,6 @@ def test_cli_align_options(setup, tmp_path, capsys):
     main(["distill", str(hybrid), "--teacher", str(folder), "--data", f"jsonl:{data}", "--align-steps", "2",
           "--align-lr", "0.01", "--stage1-steps", "1", "--seq-len", "32", "--batch-size", "2", "--out", str(out), "--json"])
     summary = json.loads(capsys.readouterr().out)
-    assert summary["config"]["align"]["steps"] == 2 and summary["config"]["align"]["lr"] == 0.01
+    assert summary["config"]["align_steps"] == 2 and summary["config"]["align_lr"] == 0.01
     assert summary["steps"] == 3
     assert [r["stage"] for r in read_metrics(out / "metrics.jsonl")] == [0, 0, 1]

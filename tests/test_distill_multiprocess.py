@@ -18,7 +18,6 @@ from distill_helpers import config, make_hybrid, write_texts
 from safetensors.torch import load_file, save_file
 
 from rad.distill.alignment import teacher_forcing
-from rad.distill.config import StageConfig
 from rad.distill.data import build_rows, documents
 from rad.distill.metrics import read_metrics
 from rad.distill.trainer import Trainer
@@ -55,7 +54,7 @@ def test_two_processes_follow_the_single_process_trajectory(llama_dir, tmp_path)
     hybrid = make_hybrid(llama_dir, tmp_path / "hybrid")
     data = write_texts(tmp_path / "texts.jsonl", 100)
     one, two = (config(hybrid, llama_dir, data, tmp_path / name, steps1=STEPS - ALIGN,
-                       align=StageConfig(ALIGN, 1e-2, "ssm", warmup=1)) for name in ("one", "two"))
+                       align_steps=ALIGN, align_lr=1e-2, align_warmup=1) for name in ("one", "two"))
     rows = build_rows(documents(one.data, load_tokenizer(hybrid), 0, False), STEPS * one.batch_size, one.seq_len, True, 0)
     single = run(one, rows)  # one thread, as conftest sets for every test
     os.makedirs(two.out, exist_ok=True)

@@ -11,7 +11,7 @@ from test_distill import metrics_without_timing, weights
 from test_distill_parts import word_tokenizer
 from transformers import LlamaForCausalLM
 
-from rad.cli import main
+from rad.app.cli import main
 from rad.distill.data import prompt_source
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
@@ -76,9 +76,10 @@ def hybrid(llama_dir, tmp_path_factory):
 
 
 def on_policy_config(hybrid, teacher, out, data="task:math", **overrides):
-    cfg = config(hybrid, teacher, None, out, steps1=3, steps2=3, save_every=2, on_policy_max_new_tokens=6, **overrides)
+    settings = dict(steps1=3, steps2=3, save_every=2, on_policy_max_new_tokens=6, stage1_on_policy=0.5,
+                    stage2_on_policy=0.5)
+    cfg = config(hybrid, teacher, None, out, **(settings | overrides))
     cfg.data = data
-    cfg.stage1.on_policy = cfg.stage2.on_policy = 0.5
     return cfg
 
 
@@ -98,10 +99,8 @@ def test_on_policy_needs_prompts_and_a_fraction_between_0_and_1(llama_dir, hybri
     texts = write_texts(tmp_path / "texts.jsonl", 5)
     with pytest.raises(RadError, match="needs prompts"):
         distill(on_policy_config(hybrid, llama_dir, tmp_path / "a", data=f"jsonl:{texts}"))
-    cfg = on_policy_config(hybrid, llama_dir, tmp_path / "b")
-    cfg.stage2.on_policy = 1.5
-    with pytest.raises(RadError, match="on-policy fraction must be between 0 and 1"):
-        distill(cfg)
+    with pytest.raises(RadError, match="--stage2-on-policy must be at most 1"):
+        on_policy_config(hybrid, llama_dir, tmp_path / "b", stage2_on_policy=1.5)
 
 
 def test_cli_options_reach_the_stages(llama_dir, hybrid, tmp_path, capsys):
@@ -110,6 +109,6 @@ def test_cli_options_reach_the_stages(llama_dir, hybrid, tmp_path, capsys):
           "--stage2-steps", "1", "--stage2-on-policy", "1", "--on-policy-max-new-tokens", "4", "--seq-len", "32",
           "--batch-size", "2", "--out", str(out), "--json"])
     config = json.loads(capsys.readouterr().out)["config"]
-    assert config["stage1"]["on_policy"] == 0.0 and config["stage2"]["on_policy"] == 1.0
+    assert config["stage1_on_policy"] == 0.0 and config["stage2_on_policy"] == 1.0
     assert config["on_policy_max_new_tokens"] == 4
     assert [r["on_policy"] for r in read_metrics(out / "metrics.jsonl")] == [False, True]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rad.cli import main
+from rad.app.cli import main
 from rad.errors import RadError
 from rad.eval.accuracy import truncate_completion
 from rad.eval.tasks import load_task

@@ -15,7 +15,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from rad.data import math
 from rad.data.bpe_trainer import save_tokenizer, train_tokenizer
 from rad.errors import RadError
-from rad.pipeline import STAGES, RunConfig, run
+from rad.app.pipeline import STAGES, RunConfig, run
+from rad.distill.config import DistillConfig
+from rad.eval.accuracy import EvalConfig
+from rad.eval.throughput import BenchConfig
+from rad.search.config import DiagnoseConfig
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +37,14 @@ def task_model(tmp_path_factory):
     return folder
 
 
-def reduced(model, out, **changes) -> RunConfig:
-    settings = dict(model=str(model), k=1, out=str(out), trials=3, n_prompts=2, diagnose_new_tokens=6,
-                    stage1_steps=4, batch_size=2, seq_len=48, save_every=2, tasks=["math"], eval_n=3,
-                    eval_max_new_tokens=8, contexts=[16, 32], bench_new_tokens=4, bench_reps=1)
-    return RunConfig(**{**settings, **changes})
+def reduced(model, out, distill: dict | None = None, **changes) -> RunConfig:
+    """A run small enough for a test; `distill` changes the distillation's settings, `changes` the run's."""
+    distill_settings = dict(stage1_steps=4, batch_size=2, seq_len=48, save_every=2) | (distill or {})
+    settings = dict(model=str(model), k=1, out=str(out), tasks=["math"],
+                    diagnose=DiagnoseConfig(trials=3, prompts=["task:math", "task:code"], n_prompts=2, max_new_tokens=6),
+                    distill=DistillConfig(**distill_settings), eval=EvalConfig(n=3, max_new_tokens=8, batch_size=32),
+                    bench=BenchConfig(contexts=[16, 32], batch_sizes=[1], new_tokens=4, reps=1))
+    return RunConfig(**(settings | changes))
 
 
 def test_reduced_run_writes_every_artifact(task_model, tmp_path):
@@ -45,8 +52,8 @@ def test_reduced_run_writes_every_artifact(task_model, tmp_path):
     # Rows long enough to hold a whole problem: with --assistant-only a row of prompt tokens alone has no loss.
     threads = torch.get_num_threads()
     try:
-        summaries = run(reduced(task_model, tmp_path, temperature=2.0, assistant_only=True, seq_len=160, threads=1,
-                                distill_threads=2), log=lines.append)
+        distill = dict(temperature=2.0, assistant_only=True, seq_len=160, threads=2)
+        summaries = run(reduced(task_model, tmp_path, distill, threads=1), log=lines.append)
         assert torch.get_num_threads() == 1  # the stages after distillation ran with the run's thread count again
     finally:
         torch.set_num_threads(threads)
@@ -75,8 +82,9 @@ def test_reduced_run_writes_every_artifact(task_model, tmp_path):
 
 
 def test_killed_during_distillation_resumes_without_repeating_stages(task_model, tmp_path):
-    config = reduced(task_model, tmp_path, stage1_steps=30, save_every=2)
-    script = f"from rad.pipeline import RunConfig, run; run(RunConfig(**{asdict(config)!r}))"
+    config = reduced(task_model, tmp_path, dict(stage1_steps=30, save_every=2))
+    script = f"from rad.app.pipeline import RunConfig, run; from rad.options import from_dict; " \
+             f"run(from_dict(RunConfig, {asdict(config)!r}))"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoints = tmp_path / "distill" / "checkpoints"
     deadline = time.monotonic() + 240
@@ -99,17 +107,17 @@ def test_killed_during_distillation_resumes_without_repeating_stages(task_model,
     assert steps == list(range(1, 31))  # resumed from a checkpoint: each step once, none missing
 
 
-@pytest.mark.parametrize("changes, message", [
-    (dict(k=4), "--k must be between 1 and 3"),
-    (dict(data="task:chess"), "chess"),
-    (dict(tasks=["poetry"]), "unknown task 'poetry'"),
-    (dict(teacher="/nowhere"), "does not exist"),
-    (dict(price_per_hour=0), "price-per-hour"),
-    (dict(stage2_lr=-1e-4), "stage2: .* the learning rate > 0"),
-    (dict(temperature=0.0), "--temperature > 0"),
-    (dict(stage1_steps=0), "nothing to train"),
+@pytest.mark.parametrize("changes, distill, message", [
+    (dict(k=4), None, "--k must be between 1 and 3"),
+    (dict(data="task:chess"), None, "chess"),
+    (dict(tasks=["poetry"]), None, "unknown task 'poetry'"),
+    (dict(teacher="/nowhere"), None, "does not exist"),
+    (dict(price_per_hour=0), None, "--price-per-hour must be greater than 0"),
+    ({}, dict(stage2_lr=-1e-4), "--stage2-lr must be greater than 0"),
+    ({}, dict(temperature=0.0), "--temperature must be greater than 0"),
+    ({}, dict(stage1_steps=0), "nothing to train"),
 ])
-def test_bad_input_stops_before_any_stage(task_model, tmp_path, changes, message):
+def test_bad_input_stops_before_any_stage(task_model, tmp_path, changes, distill, message):
     with pytest.raises(RadError, match=message):
-        run(reduced(task_model, tmp_path / "out", **changes), log=lambda line: None)
+        run(reduced(task_model, tmp_path / "out", distill, **changes), log=lambda line: None)
     assert not (tmp_path / "out" / "diagnose").exists()

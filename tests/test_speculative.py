@@ -188,9 +188,9 @@ def test_bad_arguments_are_clear_errors(llama):
     ]:
         with pytest.raises(RadError, match=message):
             speculative_generate(llama, [[1, 2, 3]], **{"max_new_tokens": 4, **kwargs})
-    with pytest.raises(RadError, match="draft length"):
+    with pytest.raises(RadError, match="--draft-len must be at least 1"):
         DraftPolicy(draft_len=0)
-    with pytest.raises(RadError, match="threshold"):
+    with pytest.raises(RadError, match="--threshold must be at most 1"):
         DraftPolicy(adaptive=True, threshold=1.5)
 
 
@@ -208,7 +208,7 @@ def test_cli_speculative_json(capsys, llama_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["--draft-len", "2"], "--speculative"),
-    (["--speculative", "--draft-len", "0"], "draft length"),
+    (["--speculative", "--draft-len", "0"], "--draft-len must be at least 1"),
     (["--speculative", "--skip", "1,1"], "repeats"),
 ])
 def test_cli_bad_speculative_arguments(capsys, llama_dir, args, message):

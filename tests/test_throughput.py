@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rad.cli import main
+from rad.app.cli import main
 from rad.eval.throughput import BenchConfig, bench_models
 from rad.errors import RadError
 
@@ -33,5 +33,5 @@ def test_cli_json_and_out_file(capsys, llama_dir, tmp_path):
 def test_bad_settings():
     with pytest.raises(RadError, match="at least 2"):
         BenchConfig(new_tokens=1)
-    with pytest.raises(RadError, match="positive"):
-        BenchConfig(contexts=(0,))
+    with pytest.raises(RadError, match="--contexts must be at least 1"):
+        BenchConfig(contexts=[0])

@@ -13,27 +13,29 @@ from dataclasses import dataclass
 
 import torch
 
-from rad.errors import RadError
+from rad.options import Options, option
 
 
-ADAPTIVE_DRAFT_LEN = 8  # the cap on drafts per step that the CLI's --adaptive uses
+DRAFT_LEN, ADAPTIVE_DRAFT_LEN = 4, 8  # drafts per step: fixed, and the cap of an adaptive exit
 
 
 @dataclass(frozen=True)
-class DraftPolicy:
-    draft_len: int = 4  # K: the most tokens drafted per step (the cap under `adaptive`)
-    adaptive: bool = False
-    threshold: float = 0.6  # starting top-1 probability threshold (adaptive)
-    target_acceptance: float = 0.8  # acceptance rate the threshold steers toward (adaptive)
-    step: float = 0.02  # how far one verification moves the threshold
-    smoothing: float = 0.5  # weight of the past in the smoothed acceptance rate
+class DraftPolicy(Options):
+    draft_len: int | None = option(None, help=f"tokens drafted per step (default {DRAFT_LEN}; with --adaptive, the most "
+                                              f"per step, default {ADAPTIVE_DRAFT_LEN})", low=1)
+    adaptive: bool = option(False, help="draft until the draft's confidence drops below a threshold that moves toward "
+                                        "a target acceptance rate (Draft & Verify)")
+    threshold: float = option(0.6, help="adaptive: the starting top-1 probability threshold", low=0, high=1)
+    target_acceptance: float = option(0.8, help="adaptive: the acceptance rate the threshold steers toward", above=0, below=1)
+    step: float = option(0.02, help="adaptive: how far one verification moves the threshold", flag="--threshold-step", low=0, high=1)
+    smoothing: float = option(0.5, help="adaptive: weight of the past in the smoothed acceptance rate", low=0, high=1)
 
-    def __post_init__(self):
-        if self.draft_len < 1:
-            raise RadError(f"the draft length must be >= 1, got {self.draft_len}")
-        if not 0 <= self.threshold <= 1 or not 0 < self.target_acceptance < 1:
-            raise RadError(f"threshold must be in [0, 1] and target acceptance in (0, 1), got "
-                           f"{self.threshold} and {self.target_acceptance}")
+    @property
+    def max_drafts(self) -> int:
+        """K: the most tokens drafted per step."""
+        if self.draft_len is not None:
+            return self.draft_len
+        return ADAPTIVE_DRAFT_LEN if self.adaptive else DRAFT_LEN
 
 
 class AdaptiveExit:

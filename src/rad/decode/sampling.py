@@ -11,20 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from rad.errors import RadError
+from rad.options import Options, option
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    seed: int = 0  # row r of a batch uses seed + r
-
-    def __post_init__(self):
-        if self.temperature < 0:
-            raise RadError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise RadError(f"top-p must be in (0, 1], got {self.top_p}")
+class SamplingConfig(Options):
+    temperature: float = option(0.0, help="sampling temperature; 0 = greedy", low=0)
+    top_p: float = option(1.0, help="nucleus sampling: keep the smallest set of tokens with this much mass", above=0, high=1)
+    seed: int = option(0, help="sampling seed (row r of a batch uses seed + r)", low=0)
 
     @property
     def greedy(self) -> bool:

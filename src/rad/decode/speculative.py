@@ -194,7 +194,7 @@ def speculative_generate(
     the acceptance statistics (`stats`). How it compares with plain decoding is rad.eval.profiling's job."""
     skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
     device = model.device
-    batch, draft_len = ids.shape[0], policy.draft_len
+    batch, draft_len = ids.shape[0], policy.max_drafts
     span = max_new_tokens + draft_len + 1  # token positions a row can write to, drafts past its end included
     capacity = ids.shape[1] + span
     speculator = _Speculator(model, skip, sampling, policy, batch, span)

@@ -3,13 +3,21 @@ alignment stage, then stage 1 and an optional stage 2)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+
+from rad.errors import RadError
+from rad.options import Options, internal, option
+
+DATA_HELP = ("task:math | task:code | task:math+code (a task named twice gets twice its share) | "
+             "jsonl:PATH (texts or chat messages)")
+PRECISIONS = ("no", "bf16", "fp16")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageConfig:
-    """One training stage. `params` says which parameters train (rad.distill.params): stage 1 trains
-    the SSM mixers only ("ssm"); stage 2 everything ("all") or a named subset (name globs)."""
+    """One training stage as the trainer runs it. `params` says which parameters train (rad.distill.params):
+    the alignment stage and stage 1 train the SSM mixers only ("ssm"); stage 2 everything ("all") or a named
+    subset (name globs)."""
 
     steps: int
     lr: float
@@ -20,41 +28,75 @@ class StageConfig:
 
 
 @dataclass
-class DistillConfig:
-    student: str  # a hybrid folder written by `rad convert`
-    teacher: str  # the model the hybrid came from, or another with the same tokenizer
-    data: str  # task:math | task:code | task:math+code | jsonl:PATH
-    out: str
+class DistillConfig(Options):
+    student: str | None = option(None, help="hybrid folder from `rad convert` (the student)", positional=True,
+                                 required=True, metavar="hybrid")
+    teacher: str | None = option(None, help="the source model, or another with the same tokenizer", required=True)
+    data: str | None = option(None, help=DATA_HELP, required=True)
+    out: str | None = option(None, help="folder for the distilled hybrid, metrics.jsonl and checkpoints", required=True)
     # Stage 0, optional: each SSM mixer alone learns to reproduce the teacher's attention output at its layer
     # from the teacher's own input to that layer (teacher-forced; no backward through the network).
-    align: StageConfig = field(default_factory=lambda: StageConfig(steps=0, lr=3e-3, params="ssm", warmup=10))
-    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=200, lr=1e-3, params="ssm", warmup=20))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=0, lr=1e-4, params="all", warmup=10))
-    seq_len: int = 256
-    pack: bool = True  # concatenate documents and cut rows of seq_len; False: one document per row, padded
-    assistant_only: bool = False  # loss only on assistant turns (chat) / completions (tasks)
-    batch_size: int = 16  # sequences per optimizer step, over all processes and micro-batches
-    grad_accum: int = 1  # micro-batches per optimizer step (per process)
-    temperature: float = 1.0
-    kl_weight: float = 1.0
-    hidden_weight: float = 0.0  # hidden-state alignment at the replaced layers
-    ce_weight: float = 0.0  # cross-entropy on the data
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    on_policy_max_new_tokens: int = 128  # longest completion the student writes on an on-policy step
-    topk_cache: str | None = None  # folder of cached top-k teacher logits (reused across runs)
-    topk: int = 64
-    save_every: int = 50  # checkpoint every N optimizer steps (and at the end of each stage)
-    keep_checkpoints: int = 2
-    resume: bool = False
-    seed: int = 0
-    device: str | None = None  # None: cuda if available else cpu
-    mixed_precision: str | None = None  # None: bf16 on GPU, no on CPU
-    threads: int = 0  # torch CPU threads per process (0: torch's default)
-    compile: bool = False  # torch.compile the student's and teacher's layers: faster steps after a one-off compile
-    tensorboard: bool = False
-    progress: bool = True
+    align_steps: int = option(0, help="first, steps in which each SSM mixer alone learns to reproduce the teacher's "
+                                      "attention output from the teacher's input to its layer (0: none)", low=0)
+    align_lr: float = option(3e-3, help="alignment stage peak learning rate", above=0)
+    align_warmup: int = option(10, help="alignment stage warm-up steps (at most its steps; then cosine decay)", low=0)
+    stage1_steps: int = option(200, help="steps training only the SSM mixers", low=0)
+    stage1_lr: float = option(1e-3, help="stage 1 peak learning rate", above=0, aliases=("--lr",))
+    stage1_warmup: int = option(20, help="stage 1 warm-up steps (at most its steps; then cosine decay)", low=0,
+                                aliases=("--warmup",))
+    stage1_on_policy: float = option(0.0, help="stage 1: share of steps trained on the student's own sampled "
+                                               "completions", low=0, high=1, aliases=("--on-policy",))
+    stage2_steps: int = option(0, help="steps of stage 2, end to end (0: no stage 2)", low=0)
+    stage2_lr: float = option(1e-4, help="stage 2 peak learning rate", above=0)
+    stage2_warmup: int = option(10, help="stage 2 warm-up steps (at most its steps; then cosine decay)", low=0)
+    stage2_params: str = option("all", help="what stage 2 trains: all | ssm | name globs, e.g. 'ssm,model.layers.*.mlp.*'")
+    stage2_on_policy: float = option(0.0, help="stage 2: share of on-policy steps", low=0, high=1)
+    min_lr_ratio: float = option(0.1, help="every stage's cosine decay ends at this share of its peak rate", low=0, high=1)
+    on_policy_max_new_tokens: int = option(128, help="longest completion on an on-policy step", low=1)
+    seq_len: int = option(256, help="tokens per row", low=2)
+    pack: bool = option(True, help="one document per row (padded) instead of packed rows", flag="--no-pack")
+    assistant_only: bool = option(False, help="loss only on assistant turns / task completions")
+    batch_size: int = option(16, help="rows per optimizer step, over all processes", low=1)
+    grad_accum: int = option(1, help="micro-batches per optimizer step (per process)", low=1)
+    temperature: float = option(1.0, help="temperature of the distillation KL", above=0)
+    kl_weight: float = option(1.0, help="weight of the KL to the teacher", low=0)
+    hidden_weight: float = option(0.0, help="weight of hidden-state alignment at the replaced layers", low=0)
+    ce_weight: float = option(0.0, help="weight of cross-entropy on the data", low=0)
+    weight_decay: float = option(0.0, help="AdamW weight decay", low=0)
+    max_grad_norm: float = option(1.0, help="gradient clipping (0: off)", low=0)
+    topk_cache: str | None = option(None, help="folder of cached top-k teacher logits, reused across runs")
+    topk: int = option(64, help="logits kept per token in the top-k cache", low=1)
+    save_every: int = option(50, help="checkpoint every N steps (and at the end of each stage)", low=1)
+    keep_checkpoints: int = option(2, help="checkpoints kept in OUT/checkpoints", low=1)
+    resume: bool = option(False, help="continue from the latest checkpoint in --out")
+    seed: int = option(0, help="seed of the data and the fresh parameters", low=0)
+    device: str | None = option(None, help="cpu | cuda (default: cuda if available)")
+    mixed_precision: str | None = option(None, help="default: bf16 on GPU, no on CPU", choices=PRECISIONS)
+    threads: int = option(0, help="torch CPU threads per process (0: torch's default)", low=0)
+    compile: bool = option(False, help="torch.compile the models' layers: faster steps after a one-off compile "
+                                       "(minutes on a small CPU)")
+    tensorboard: bool = option(False, help="also log to OUT/tensorboard (pip install 'rad[tensorboard]')")
+    progress: bool = internal(True, "the command turns the progress bar off with --json")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.align_steps + self.stage1_steps + self.stage2_steps == 0:
+            raise RadError("nothing to train: give --align-steps, --stage1-steps and/or --stage2-steps")
+
+    def stages(self) -> dict[int, StageConfig]:
+        """The stages in order: 0 (alignment), 1 and 2; a warm-up never outlasts its stage."""
+        return {
+            0: StageConfig(self.align_steps, self.align_lr, "ssm", min(self.align_warmup, self.align_steps),
+                           self.min_lr_ratio),
+            1: StageConfig(self.stage1_steps, self.stage1_lr, "ssm", min(self.stage1_warmup, self.stage1_steps),
+                           self.min_lr_ratio, self.stage1_on_policy),
+            2: StageConfig(self.stage2_steps, self.stage2_lr, self.stage2_params, min(self.stage2_warmup, self.stage2_steps),
+                           self.min_lr_ratio, self.stage2_on_policy),
+        }
+
+    @property
+    def total_steps(self) -> int:
+        return self.align_steps + self.stage1_steps + self.stage2_steps
 
     def to_dict(self) -> dict:
         return asdict(self)
-

@@ -28,35 +28,26 @@ from rad.files import atomic_write_json
 from rad.model.formats import load_config
 from rad.model.io import load_model, parse_dtype, resolve_model_dir, save_hybrid
 from rad.model.tokenizer import load_tokenizer
+from rad.options import require
 
 # Settings a resumed run must share with the run it continues (grad_accum and the process count
 # may change: they only change how a step's rows are split).
-RESUME_KEYS = ("student", "teacher", "data", "align", "stage1", "stage2", "seq_len", "pack", "assistant_only", "batch_size",
-               "temperature", "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay",
-               "max_grad_norm", "topk_cache", "topk", "seed")
+RESUME_KEYS = ("student", "teacher", "data", "align_steps", "align_lr", "align_warmup", "stage1_steps", "stage1_lr",
+               "stage1_warmup", "stage1_on_policy", "stage2_steps", "stage2_lr", "stage2_warmup", "stage2_params",
+               "stage2_on_policy", "min_lr_ratio", "seq_len", "pack", "assistant_only", "batch_size", "temperature",
+               "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm",
+               "topk_cache", "topk", "seed")
 
 
 def check_config(config: DistillConfig) -> None:
-    """Mistakes worth reporting before any model loads."""
+    """Mistakes worth reporting before any model loads (the options' own ranges are checked when the config
+    is made)."""
+    require(config, "student", "teacher", "data", "out")
     check_data_spec(config.data)
-    for name in ("align", "stage1", "stage2"):
-        stage = getattr(config, name)
-        if stage.steps < 0 or stage.lr <= 0 or stage.warmup < 0:
-            raise RadError(f"{name}: steps and warm-up must be ≥ 0 and the learning rate > 0")
-        if not 0 <= stage.on_policy <= 1:
-            raise RadError(f"{name}: the on-policy fraction must be between 0 and 1, got {stage.on_policy}")
-    if config.align.steps + config.stage1.steps + config.stage2.steps == 0:
-        raise RadError("nothing to train: give --align-steps, --stage1-steps and/or --stage2-steps")
-    if config.seq_len < 2 or config.batch_size < 1 or config.grad_accum < 1 or config.temperature <= 0:
-        raise RadError("--seq-len must be ≥ 2, --batch-size and --grad-accum ≥ 1, --temperature > 0")
-    if config.on_policy_max_new_tokens < 1:
-        raise RadError("--on-policy-max-new-tokens must be ≥ 1")
-    if config.compile and (config.align.steps > 0 or config.hidden_weight > 0):
+    if config.compile and (config.align_steps > 0 or config.hidden_weight > 0):
         # Both read outputs from inside the layers through forward hooks, which compiled layers leave empty.
         raise RadError("--compile cannot be combined with --align-steps or --hidden-weight (they read outputs from "
                        "inside the layers through hooks, which compiled layers leave empty); drop one of them")
-    if config.save_every < 1 or config.keep_checkpoints < 1:
-        raise RadError("--save-every and --keep-checkpoints must be ≥ 1")
     checkpoints = Path(config.out) / "checkpoints"
     if not config.resume and checkpoints.is_dir() and any(checkpoints.iterdir()):
         raise RadError(f"{checkpoints} holds an earlier run's checkpoints; pass --resume to continue it or choose another --out")
@@ -93,19 +84,19 @@ def distill(config: DistillConfig) -> dict:
         teacher.compile_layers()
 
     settings = {key: value for key, value in config.to_dict().items() if key in RESUME_KEYS}
-    total_steps = config.align.steps + config.stage1.steps + config.stage2.steps
+    total_steps = config.total_steps
     total_rows = total_steps * config.batch_size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows = build_rows(documents(config.data, tokenizer, config.seed, config.assistant_only), total_rows,
                       config.seq_len, config.pack, pad_id)
     aligned = hidden_alignment(student, teacher) if config.hidden_weight > 0 else None
-    forced = teacher_forcing(student, teacher) if config.align.steps > 0 else None
+    forced = teacher_forcing(student, teacher) if config.align_steps > 0 else None
     cache = None
     if config.topk_cache:
         fingerprint = {key: settings[key] for key in ("teacher", "data", "seq_len", "pack", "assistant_only", "seed")}
         cache = TopkCache(config.topk_cache, {**fingerprint, "teacher": str(teacher_dir.resolve())}, config.topk)
     on_policy = None
-    if config.stage1.on_policy > 0 or config.stage2.on_policy > 0:
+    if config.stage1_on_policy > 0 or config.stage2_on_policy > 0:
         on_policy = OnPolicy(config.data, tokenizer, config.seed, config.seq_len, config.pack, pad_id,
                              config.assistant_only, config.on_policy_max_new_tokens)
     records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache, on_policy, forced).run()

@@ -50,7 +50,7 @@ class Trainer:
         self.config, self.student, self.teacher, self.rows = config, student, teacher, rows
         self.acc, self.settings, self.aligned, self.cache = accelerator, settings, aligned, cache
         self.on_policy, self.forced = on_policy, forced
-        self.stages = {0: config.align, 1: config.stage1, 2: config.stage2}
+        self.stages = config.stages()
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         world, per_step = accelerator.num_processes, config.batch_size

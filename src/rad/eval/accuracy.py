@@ -4,27 +4,28 @@ gsm8k) or pass@1 of the completions run in the sandbox (HumanEval)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from rad.decode.generate import generate
-from rad.eval.tasks import EvalItem, load_task
+from rad.eval.tasks import TASK_NAMES, EvalItem, load_task
 from rad.model.llama import CausalLM
+from rad.options import Options, option
 
 # Where a HumanEval completion ends: the model has left the function body (Codex paper's stops).
 HUMANEVAL_STOPS = ("\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    task: str  # math | code | humaneval | gsm8k:PATH
-    n: int = 200
-    seed: int = 0
-    batch_size: int = 16
-    max_new_tokens: int = 256
-    skip: Collection[int] = ()  # evaluate the skip-draft model instead of the full one
+class EvalConfig(Options):
+    task: str = option("math", help=f"the task: {' | '.join(TASK_NAMES)}")
+    n: int = option(200, help="number of problems", low=1)
+    seed: int = option(0, help="which held-out problems (math, code)", low=0)
+    batch_size: int = option(16, help="prompts decoded together", low=1)
+    max_new_tokens: int = option(256, help="longest answer", low=1)
+    skip: list[int] = option(default_factory=list, help="evaluate with these attention layers skipped, e.g. 1,3", low=0)
 
 
 def complete(model: CausalLM, tokenizer, prompts: Sequence[str], config: EvalConfig, desc: str) -> list[str]:

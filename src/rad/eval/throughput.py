@@ -17,22 +17,23 @@ from rad.decode.generate import generate
 from rad.errors import RadError
 from rad.model.io import load_model
 from rad.model.llama import CausalLM
+from rad.options import Options, option
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    contexts: Sequence[int] = (256, 1024, 4096)
-    batch_sizes: Sequence[int] = (1, 8)
-    new_tokens: int = 32
-    reps: int = 3
-    warmup: int = 1
-    seed: int = 0
+class BenchConfig(Options):
+    contexts: list[int] = option(default_factory=lambda: [256, 1024, 4096], help="prompt lengths, e.g. 256,1024,4096",
+                                 low=1)
+    batch_sizes: list[int] = option(default_factory=lambda: [1, 8], help="rows decoded together, e.g. 1,8", low=1)
+    new_tokens: int = option(32, help="tokens decoded per row (at least 2: the first comes from the prefill)", low=2)
+    reps: int = option(3, help="timed repetitions after the warm-up (median reported)", low=1)
+    warmup: int = option(1, help="untimed repetitions first", low=0)
+    seed: int = option(0, help="seed of the random prompts", low=0)
 
     def __post_init__(self):
-        if self.new_tokens < 2:
-            raise RadError(f"new_tokens must be at least 2 to time decoding, got {self.new_tokens}")
-        if min(self.contexts, default=0) < 1 or min(self.batch_sizes, default=0) < 1 or self.reps < 1:
-            raise RadError("contexts, batch sizes and reps must be positive")
+        super().__post_init__()
+        if not self.contexts or not self.batch_sizes:
+            raise RadError("give at least one context and one batch size")
 
 
 def weight_bytes(model: CausalLM) -> int:

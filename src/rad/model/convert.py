@@ -14,44 +14,16 @@ embeddings and the other layers are copied), with one of two initialisations:
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
 from rad.errors import RadError
-from rad.model.bamba import bamba_incompatibility
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer, ssm_config_for
-from rad.model.formats import load_config
-from rad.model.io import DTYPES, load_model, resolve_model_dir, save_hybrid
 from rad.model.llama import Attention, CausalLM
 
 INITS = ("rad", "kqvo")
-
-
-def layers_from_diagnosis(path: str | Path, k: int) -> list[int]:
-    """The layers `rad diagnose` found best to replace for k of them.
-
-    Assumed diagnosis.json format (the diagnose stage writes it):
-        {"results": {"<k>": {"best_layers": [1, 3, 5], ...}, ...}, ...}
-    i.e. one entry per searched k, keyed by k as a string, each listing its best layer set.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise RadError(f"diagnosis file {path} does not exist")
-    try:
-        results = json.loads(path.read_text())["results"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise RadError(f"{path} is not a diagnosis file (expected {{'results': {{'<k>': {{'best_layers': [...]}}}}}}): {err}") from None
-    entry = results.get(str(k)) if isinstance(results, dict) else None
-    if not isinstance(entry, dict) or not isinstance(entry.get("best_layers"), list):
-        known = ", ".join(sorted(results, key=lambda key: (len(key), key))) if isinstance(results, dict) else "none"
-        raise RadError(f"{path} has no result for k={k}; it has k = {known}")
-    if len(entry["best_layers"]) != k:
-        raise RadError(f"{path} lists {len(entry['best_layers'])} layers for k={k}")
-    return [int(i) for i in entry["best_layers"]]
 
 
 @torch.no_grad()
@@ -111,16 +83,3 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
             layer.replace_attention(mixer)
     return hybrid.eval(), dropped_parts(config, layers)
 
-
-def convert_folder(model_dir, out_dir, layers, init: str = "rad", seed: int = 0) -> dict:
-    """Convert a checkpoint folder into a hybrid folder (weights kept in the source's dtype)."""
-    model_dir = resolve_model_dir(model_dir)
-    dtype = load_config(model_dir).dtype
-    model = load_model(model_dir, dtype=dtype if dtype in DTYPES else "float32")
-    hybrid, notes = convert(model, layers, init, seed, in_place=True)
-    reason = bamba_incompatibility(hybrid.config)
-    if reason:
-        notes.append(f"saved with rad's own model_type 'rad_hybrid', which transformers cannot load, not as Bamba: {reason}")
-    model_type = save_hybrid(hybrid, out_dir, copy_from=model_dir)
-    return {"out": str(out_dir), "model_type": model_type, "layers": hybrid.config.ssm_layers, "init": init,
-            "layer_types": hybrid.config.layer_types, "notes": notes}  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,9 +24,18 @@ from rad.model.config import ModelConfig
 from rad.model.formats import load_config
 from rad.model.llama import CausalLM
 from rad.model.rope import inverse_frequencies
+from rad.options import Options, option
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+@dataclass(frozen=True)
+class Placement(Options):
+    """Where a command runs a model, and in which dtype."""
+
+    device: str = option("cpu", help="torch device: cpu, cuda, cuda:1, ...")
+    dtype: str = option("float32", help="dtype of the weights", choices=tuple(DTYPES))
 
 
 def resolve_model_dir(name: str | Path) -> Path:

@@ -1,68 +1,29 @@
 """The diagnose stage: for each k, search the k most redundant attention layers, compare with the
-baselines on the same objective, and write OUT/diagnosis.json (schema: diagnosis.schema.json),
-OUT/diagnosis.png and the Optuna study (OUT/study.db unless a storage URL is given)."""
+baselines on the same objective, and write OUT/diagnosis.json (schema: diagnosis.schema.json) and the
+Optuna study (OUT/study.db unless a storage URL is given). rad.report draws its picture."""
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from rad.errors import RadError
 from rad.files import atomic_write_json
+from rad.options import require
 from rad.search.analysis import describe_sources, redundancy
 from rad.search.baselines import run_baselines
-from rad.search.bayes import SAMPLERS, run_search
+from rad.search.bayes import run_search
+from rad.search.config import DiagnoseConfig
 from rad.search.influence import block_influence
 from rad.search.objective import CachedObjective
 from rad.search.prompts import load_prompts
+from rad.search.schema import check_diagnosis
 from rad.search.space import check_k, eligible_layers
 from rad.search.speedup import SpeedupConfig, SpeedupObjective
 
 SCHEMA_VERSION = 1
-
-
-@dataclass
-class DiagnoseConfig:
-    model: str
-    out: str
-    ks: list[int]
-    trials: int = 50
-    prompts: list[str] = field(default_factory=lambda: ["task:math"])
-    # 16 x 64 tokens: with 4 x 24 many skip sets tied on the same acceptance counts (see benchmarks/search.py)
-    n_prompts: int = 16
-    max_new_tokens: int = 64
-    draft_len: int = 4
-    objective: str = "modeled"
-    sampler: str = "gp"
-    seed: int = 0
-    exclude_first: bool = False
-    exclude_last: bool = False
-    resume: bool = False
-    storage: str | None = None  # an Optuna storage URL; default: sqlite in `out`
-    device: str = "cpu"
-    dtype: str = "float32"
-    # torch CPU threads (0: torch's default). Decoding a small model for a few prompts gains little from
-    # more threads, and on a busy machine each waits for the others: 1 thread ran a 50-trial diagnosis of
-    # an 8-layer, hidden-256 model in 38 s where 2 threads spent 20 s per trial.
-    threads: int = 0
-    progress: bool = True
-
-    def check(self) -> None:
-        """Mistakes that need no model: fail before the slow part starts."""
-        if not self.ks:
-            raise RadError("--k needs at least one value, e.g. --k 2 or --k 2,4")
-        if len(set(self.ks)) != len(self.ks):
-            raise RadError(f"--k repeats a value: {','.join(map(str, self.ks))}")
-        if self.threads < 0:
-            raise RadError(f"--threads must be 0 (torch's default) or more, got {self.threads}")
-        if self.trials < 1:
-            raise RadError(f"--trials must be at least 1, got {self.trials}")
-        if self.sampler not in SAMPLERS:
-            raise RadError(f"unknown sampler '{self.sampler}'; choose one of {', '.join(SAMPLERS)}")
-        SpeedupConfig(self.objective, self.max_new_tokens, self.draft_len)
-        check_writable(Path(self.out))
 
 
 def check_writable(out: Path) -> None:
@@ -86,7 +47,8 @@ def diagnose(config: DiagnoseConfig) -> dict:
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
 
-    config.check()
+    require(config, "model", "out", "ks")
+    check_writable(Path(config.out))
     if config.threads:
         import torch
 
@@ -101,7 +63,7 @@ def diagnose(config: DiagnoseConfig) -> dict:
     tokenizer = load_tokenizer(model_dir)
     sources = {spec: [tokenizer(text)["input_ids"] for text in load_prompts(spec, config.n_prompts, config.seed)]
                for spec in config.prompts}
-    model = load_model(model_dir, device=config.device, dtype=config.dtype)
+    model = load_model(model_dir, config.placement.device, config.placement.dtype)
     speedup = SpeedupObjective(model, sources, SpeedupConfig(config.objective, config.max_new_tokens, config.draft_len))
     objective = CachedObjective(speedup)
     influence = block_influence(model, [p for prompts in sources.values() for p in prompts])
@@ -124,10 +86,7 @@ def diagnose(config: DiagnoseConfig) -> dict:
         "seconds": time.perf_counter() - start,
     }
     out = Path(config.out)
-    atomic_write_json(out / "diagnosis.json", diagnosis)
-    from rad.search.plot import plot_diagnosis
-
-    plot_diagnosis(diagnosis, out / "diagnosis.png")
+    atomic_write_json(out / "diagnosis.json", check_diagnosis(diagnosis, "the diagnosis rad is about to write"))
     return diagnosis
 
 

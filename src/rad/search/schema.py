@@ -12,6 +12,8 @@ import re
 from functools import cache
 from pathlib import Path
 
+from rad.errors import RadError
+
 SCHEMA_PATH = Path(__file__).with_name("diagnosis.schema.json")
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
@@ -79,3 +81,24 @@ def is_type(value, name: str) -> bool:
 
 def _as_list(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def check_diagnosis(data, where: str) -> dict:
+    """`data` if it is a valid diagnosis, else a RadError naming `where` and the first field at fault."""
+    errors = schema_errors(data)
+    if errors:
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise RadError(f"{where} is not a valid diagnosis: {errors[0]}{more}")
+    return data
+
+
+def read_diagnosis(path: str | Path) -> dict:
+    """A diagnosis.json, checked against the schema; a missing or malformed file is a one-line RadError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RadError(f"diagnosis file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RadError(f"{path} is not a JSON file ({err})") from None
+    return check_diagnosis(data, str(path))

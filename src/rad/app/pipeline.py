@@ -1,63 +1,57 @@
 """`rad run`: diagnose → convert → distill → eval → bench → report, each stage's artifact in one folder.
 
-A stage that finished writes OUT/stages/<stage>.json (atomically, last); a re-run skips every stage
-whose marker is there and resumes the one that was interrupted (diagnosis and distillation continue
-from their own SQLite study and checkpoints). Every check that needs no long work runs first, so bad
-input stops the run before anything slow starts.
+RunConfig holds each stage's own config (their flags are `rad run`'s, prefixed with the stage's name); the
+few settings a stage takes from the run (the model, the seed, the device, its folder) are set here. A stage
+that finished writes OUT/stages/<stage>.json (atomically, last); a re-run skips every stage whose marker is
+there and resumes the one that was interrupted (diagnosis and distillation continue from their own SQLite
+study and checkpoints). Every check that needs no long work runs first, so bad input stops the run before
+anything slow starts.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from rad.app.command import MODEL_HELP, Command
+from rad.app.convert import ConvertConfig
+from rad.distill.config import DATA_HELP, DistillConfig
 from rad.errors import RadError
+from rad.eval.accuracy import EvalConfig
+from rad.eval.throughput import BenchConfig
 from rad.files import atomic_write_json
+from rad.options import Options, nested, option
+from rad.search.config import DiagnoseConfig
 
 STAGES = ("diagnose", "convert", "distill", "eval", "bench", "report")
+# Flags that `rad run` took before its stages' flags were prefixed: they keep working.
+OLD_FLAGS = {"diagnose": {"trials": "--trials"}, "bench": {"contexts": "--contexts"},
+             "distill": {"stage1_steps": "--stage1-steps", "stage2_steps": "--stage2-steps", "stage1_lr": "--lr",
+                         "stage2_lr": "--stage2-lr", "temperature": "--temperature",
+                         "assistant_only": "--assistant-only"}}
 
 
 @dataclass
-class RunConfig:
-    model: str
-    k: int
-    out: str
-    teacher: str | None = None  # default: the model itself (self-distillation)
-    data: str = "task:math+code"
-    price_per_hour: float = 2.0  # USD per machine-hour, for the report's cost section
-    # diagnose
-    trials: int = 30
-    n_prompts: int = 16
-    diagnose_new_tokens: int = 64
-    sampler: str = "gp"
-    # convert
-    init: str = "rad"
-    # distill
-    stage1_steps: int = 200
-    stage2_steps: int = 0
-    lr: float = 1e-3  # stage 1 (the SSM mixers)
-    stage2_lr: float = 1e-4  # stage 2 (end to end)
-    temperature: float = 1.0  # of the distillation KL
-    assistant_only: bool = False  # distillation loss only on task completions / assistant turns
-    seq_len: int = 256
-    batch_size: int = 16
-    save_every: int = 50  # distillation checkpoints: a crash loses at most this many steps
-    # eval
-    tasks: list[str] = field(default_factory=lambda: ["math", "code"])
-    eval_n: int = 200
-    eval_max_new_tokens: int = 160
-    eval_batch_size: int = 32
-    # bench
-    contexts: list[int] = field(default_factory=lambda: [256, 1024, 4096])
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    bench_new_tokens: int = 32
-    bench_reps: int = 3
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0  # torch CPU threads (0: torch's default); 1 is far faster on a busy machine
-    distill_threads: int = 0  # torch CPU threads while distilling (0: as `threads`); training gains most from more
+class RunConfig(Options):
+    model: str | None = option(None, help=MODEL_HELP, positional=True, required=True)
+    k: int | None = option(None, help="how many attention layers to replace", required=True, low=1)
+    out: str | None = option(None, help="run folder; re-running resumes where it stopped", required=True)
+    teacher: str | None = option(None, help="distillation teacher (default: the model itself)")
+    data: str = option("task:math+code", help=f"distillation data: {DATA_HELP}")
+    tasks: list[str] = option(default_factory=lambda: ["math", "code"], help="evaluation tasks, e.g. math,code")
+    price_per_hour: float = option(2.0, help="USD per machine-hour, for the report's cost section", above=0)
+    seed: int = option(0, help="seed of every stage", low=0)
+    device: str = option("cpu", help="torch device of every stage")
+    threads: int = option(0, help="torch CPU threads (0: torch's default; 1 on a busy machine)", low=0)
+    diagnose: DiagnoseConfig = nested(lambda: DiagnoseConfig(trials=30, prompts=["task:math", "task:code"]),
+                                      "diagnose", OLD_FLAGS["diagnose"])
+    convert: ConvertConfig = nested(ConvertConfig, "convert")
+    # distill.threads: 0 = as --threads (training gains most from more threads)
+    distill: DistillConfig = nested(DistillConfig, "distill", OLD_FLAGS["distill"])
+    eval: EvalConfig = nested(lambda: EvalConfig(n=200, max_new_tokens=160, batch_size=32), "eval")
+    bench: BenchConfig = nested(lambda: BenchConfig(batch_sizes=[1]), "bench", OLD_FLAGS["bench"])
 
     @property
     def out_dir(self) -> Path:
@@ -66,18 +60,47 @@ class RunConfig:
     def stage_dir(self, stage: str) -> Path:
         return self.out_dir / stage
 
+    def stage_config(self, stage: str):
+        """The stage's config with what the run sets itself: its inputs and folder, the seed, the device."""
+        teacher = self.teacher or self.model
+        if stage == "diagnose":
+            out = self.stage_dir("diagnose")
+            return replace(self.diagnose, model=self.model, out=str(out), ks=[self.k], seed=self.seed,
+                           placement=replace(self.diagnose.placement, device=self.device), threads=self.threads,
+                           resume=(out / "study.db").is_file())  # an interrupted diagnosis continues its study
+        if stage == "convert":
+            return replace(self.convert, seed=self.seed)
+        if stage == "distill":
+            checkpoints = self.stage_dir("distill") / "checkpoints"
+            return replace(self.distill, student=str(self.stage_dir("convert")), teacher=teacher, data=self.data,
+                           out=str(self.stage_dir("distill")), seed=self.seed, device=self.device,
+                           threads=self.distill.threads or self.threads,
+                           resume=checkpoints.is_dir() and any(checkpoints.iterdir()))
+        if stage == "eval":
+            return replace(self.eval, seed=self.seed)
+        return replace(self.bench, seed=self.seed)
+
+
+# What each stage's config takes from the run (RunConfig.stage_config): `rad run` has no flag for these.
+SET_BY_RUN = frozenset(f"{stage}.{name}" for stage, names in {
+    "diagnose": ("model", "out", "ks", "seed", "placement.device", "threads", "resume"),
+    "convert": ("seed",),
+    "distill": ("student", "teacher", "data", "out", "seed", "device", "resume"),
+    "eval": ("task", "seed", "skip"),
+    "bench": ("seed",),
+}.items() for name in names)
+
 
 def marker(config: RunConfig, stage: str) -> Path:
     return config.out_dir / "stages" / f"{stage}.json"
 
 
 def check_run(config: RunConfig) -> None:
-    """Every mistake that can be found without long work: paths, k, data, tasks, numbers."""
+    """Every mistake that can be found without long work: paths, k, data, tasks."""
     from rad.distill.distill import check_config
     from rad.eval.tasks import check_task_spec
     from rad.files import atomic_write_text
     from rad.model.formats import load_config
-    from rad.model.convert import INITS
     from rad.model.io import resolve_model_dir
 
     model_config = load_config(resolve_model_dir(config.model))
@@ -86,15 +109,9 @@ def check_run(config: RunConfig) -> None:
         raise RadError(f"--k must be between 1 and {len(attention) - 1} (the model has {len(attention)} attention layers), got {config.k}")
     if config.teacher is not None:
         load_config(resolve_model_dir(config.teacher))
-    check_config(distill_config(config))  # data, steps, learning rates, temperature, as `rad distill` checks them
+    check_config(config.stage_config("distill"))  # data, and what else `rad distill` checks before loading
     for task in config.tasks:
         check_task_spec(task)
-    if config.init not in INITS:
-        raise RadError(f"unknown init '{config.init}'; choose one of {', '.join(INITS)}")
-    if config.price_per_hour <= 0:
-        raise RadError(f"--price-per-hour must be positive, got {config.price_per_hour}")
-    if min(config.trials, config.eval_n, config.bench_reps) < 1:
-        raise RadError("trials, eval problems and bench repetitions must be positive")
     atomic_write_text(config.out_dir / "stages" / ".writable", "")  # fails clearly on an unwritable --out
 
 
@@ -125,46 +142,24 @@ def run(config: RunConfig, log=print) -> dict:
 
 
 def run_diagnose(config: RunConfig, _) -> dict:
-    from rad.search.diagnose import DiagnoseConfig, diagnose
+    from rad.app.stage_commands import diagnose_and_plot
 
-    out = config.stage_dir("diagnose")
-    resume = (out / "study.db").is_file()  # an interrupted diagnosis continues its study
-    result = diagnose(DiagnoseConfig(model=config.model, out=str(out), ks=[config.k], trials=config.trials,
-                                     prompts=["task:math", "task:code"], n_prompts=config.n_prompts,
-                                     max_new_tokens=config.diagnose_new_tokens, sampler=config.sampler,
-                                     seed=config.seed, resume=resume, device=config.device, threads=config.threads))
-    best = result["results"][str(config.k)]
-    return {"diagnosis": str(out / "diagnosis.json"), "layers": best["best_layers"]}
+    settings = config.stage_config("diagnose")
+    best = diagnose_and_plot(settings)["results"][str(config.k)]
+    return {"diagnosis": str(Path(settings.out) / "diagnosis.json"), "layers": best["best_layers"]}
 
 
 def run_convert(config: RunConfig, summaries: dict) -> dict:
-    from rad.model.convert import convert_folder
+    from rad.app.convert import convert_folder
 
     return convert_folder(config.model, config.stage_dir("convert"), summaries["diagnose"]["layers"],
-                          init=config.init, seed=config.seed)
-
-
-def distill_config(config: RunConfig):
-    """The distillation stage's settings (resuming when the stage left checkpoints)."""
-    from rad.distill.config import DistillConfig, StageConfig
-
-    out = config.stage_dir("distill")
-    checkpoints = out / "checkpoints"
-    return DistillConfig(
-        student=str(config.stage_dir("convert")), teacher=config.teacher or config.model, data=config.data,
-        out=str(out), stage1=StageConfig(config.stage1_steps, config.lr, "ssm", warmup=min(20, config.stage1_steps // 10)),
-        stage2=StageConfig(config.stage2_steps, config.stage2_lr, "all", warmup=min(10, config.stage2_steps // 10)),
-        seq_len=config.seq_len, batch_size=config.batch_size, temperature=config.temperature,
-        assistant_only=config.assistant_only, save_every=config.save_every, seed=config.seed,
-        device=config.device, threads=config.distill_threads or config.threads,
-        resume=checkpoints.is_dir() and any(checkpoints.iterdir()),
-    )
+                          config.stage_config("convert"))
 
 
 def run_distill(config: RunConfig, _) -> dict:
     from rad.distill.distill import distill
 
-    summary = distill(distill_config(config))
+    summary = distill(config.stage_config("distill"))
     if config.threads:  # distill set its own thread count; the later stages run with the run's
         import torch
 
@@ -173,7 +168,7 @@ def run_distill(config: RunConfig, _) -> dict:
 
 
 def run_eval(config: RunConfig, _) -> dict:
-    from rad.eval.accuracy import EvalConfig, evaluate
+    from rad.eval.accuracy import evaluate
     from rad.files import atomic_write_jsonl
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
@@ -185,9 +180,7 @@ def run_eval(config: RunConfig, _) -> dict:
         model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
         results[name] = {}
         for task in config.tasks:
-            result = evaluate(model, tokenizer, EvalConfig(task=task, n=config.eval_n, seed=config.seed,
-                                                           batch_size=config.eval_batch_size,
-                                                           max_new_tokens=config.eval_max_new_tokens))
+            result = evaluate(model, tokenizer, replace(config.stage_config("eval"), task=task))
             atomic_write_jsonl(config.stage_dir("eval") / f"{name}-{result['task']}.jsonl", result.pop("records"))
             results[name][result["task"]] = result
     atomic_write_json(config.out_dir / "eval.json", {"models": results})
@@ -195,12 +188,10 @@ def run_eval(config: RunConfig, _) -> dict:
 
 
 def run_bench(config: RunConfig, summaries: dict) -> dict:
-    from rad.eval.throughput import BenchConfig, bench_models
+    from rad.eval.throughput import bench_models
 
     bench = bench_models([config.teacher or config.model, str(config.stage_dir("distill"))],
-                         BenchConfig(contexts=config.contexts, batch_sizes=config.batch_sizes,
-                                     new_tokens=config.bench_new_tokens, reps=config.bench_reps, seed=config.seed),
-                         device=config.device)
+                         config.stage_config("bench"), device=config.device)
     for entry, label in zip(bench["models"], ("teacher", "hybrid")):
         entry["label"] = label
     bench["speculative"] = speculative_statistics(config, summaries["diagnose"]["layers"])
@@ -223,7 +214,7 @@ def speculative_statistics(config: RunConfig, layers: list[int]) -> dict:
     model_dir = resolve_model_dir(config.teacher or config.model)
     model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
     prompts = [tokenizer(p.prompt)["input_ids"] for p in math.generate(8, seed=config.seed, split="test")]
-    profile = profile_speculative(model, prompts, config.eval_max_new_tokens, skip=layers, model_cost=False)
+    profile = profile_speculative(model, prompts, config.eval.max_new_tokens, skip=layers, model_cost=False)
     return {"skip": layers, **profile.to_dict()}
 
 
@@ -239,3 +230,11 @@ def run_report(config: RunConfig, _) -> dict:
 
 STAGE_FUNCTIONS = {"diagnose": run_diagnose, "convert": run_convert, "distill": run_distill,
                    "eval": run_eval, "bench": run_bench, "report": run_report}
+
+
+def run_command(config: RunConfig) -> None:
+    run(config, log=lambda line: print(line, flush=True))
+
+
+COMMANDS = [Command("run", "the whole pipeline: diagnose, convert, distill, eval, bench, report", RunConfig, run_command,
+                    skip=SET_BY_RUN)]

@@ -3,24 +3,36 @@ ending with a summary table on the terminal."""
 
 from __future__ import annotations
 
-from rad.pipeline import RunConfig
+from dataclasses import dataclass
+
+from rad.app.command import Command
+from rad.app.convert import ConvertConfig
+from rad.app.pipeline import RunConfig, run
+from rad.distill.config import DistillConfig
+from rad.eval.accuracy import EvalConfig
+from rad.eval.throughput import BenchConfig
+from rad.options import Options, option
+from rad.search.config import DiagnoseConfig
 
 
 def demo_config(out: str) -> RunConfig:
-    """Settings that finish in under 10 minutes on a 2-core CPU (8 min 20 s measured; see the README)."""
+    """Settings that finish in under 10 minutes on a 2-core CPU (8 min 20 s measured on a Xeon; see docs/results.md)."""
     return RunConfig(
-        model="demo", k=2, out=out, trials=20, n_prompts=4, diagnose_new_tokens=24,
+        model="demo", k=2, out=out,
+        diagnose=DiagnoseConfig(trials=20, prompts=["task:math", "task:code"], n_prompts=4, max_new_tokens=24),
+        convert=ConvertConfig(),
         # A short stage 1 starts the mixers (from the rad init they output 0), then stage 2 lets the whole model
         # adapt around them. Measured on layers [1, 5] (math accuracy on 100 held-out problems, teacher 88%), 50 + 150
         # steps of 8 rows: 64% with the KL at temperature 1 over every token; 69% with the loss on task completions
         # only; then at temperature 2, 3, 4, 6: 75%, 77%, 78%, 69%. At temperature 4, on 200 other problems (teacher
         # 91%): 72.5% with 8 rows per step, 79% with 16 rows, 78% with 8 rows and 300 stage-2 steps: the data, not the
-        # step count, was short. 16 rows take 1.2x the time of 8 when the distillation has both cores (--distill-threads).
-        stage1_steps=50, lr=5e-3, stage2_steps=150, stage2_lr=1e-3, batch_size=16, seq_len=256,
-        temperature=4.0, assistant_only=True, distill_threads=2,
+        # step count, was short. 16 rows take 1.2x the time of 8 when the distillation has both cores (threads=2).
+        distill=DistillConfig(stage1_steps=50, stage1_lr=5e-3, stage1_warmup=5, stage2_steps=150, stage2_lr=1e-3,
+                              batch_size=16, seq_len=256, temperature=4.0, assistant_only=True, threads=2),
+        eval=EvalConfig(n=100, max_new_tokens=160, batch_size=32),
         # The hybrid gains where attention is long: at 4096 tokens ~1.08x per step, which this shared CPU's noise
         # covered (0.97-1.04x measured); at 8192 1.4-1.5x. Each 8192-token prefill takes ~8 s, hence 3 repetitions.
-        eval_n=100, contexts=[256, 2048, 8192], batch_sizes=[1], bench_new_tokens=128, bench_reps=3,
+        bench=BenchConfig(contexts=[256, 2048, 8192], batch_sizes=[1], new_tokens=128, reps=3),
         threads=1,  # decoding a 6.5M-parameter model gains little from a second thread and stalls when the core is busy
     )
 
@@ -41,3 +53,16 @@ def summary_table(summaries: dict) -> str:
         lines.append(f"self-speculative speed-up (teacher)   {bench['speculative_speedup']:.2f}x")
     width = max(len(line) for line in lines)
     return "\n".join(["=" * width, *lines, "=" * width])
+
+
+@dataclass
+class DemoCommand(Options):
+    out: str = option("rad-demo", help="run folder")
+
+
+def run_demo(command: DemoCommand) -> None:
+    summaries = run(demo_config(command.out), log=lambda line: print(line, flush=True))
+    print(summary_table(summaries))
+
+
+COMMANDS = [Command("demo", "rad run on the shipped demo model, sized for a laptop CPU", DemoCommand, run_demo)]

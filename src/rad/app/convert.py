@@ -1,0 +1,48 @@
+"""The convert stage as a command and a pipeline stage: read which layers to replace (given, or from a
+diagnosis.json), convert the checkpoint (rad.model.convert's initialisers) and write the hybrid folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rad.errors import RadError
+from rad.model.bamba import bamba_incompatibility
+from rad.model.convert import INITS, convert
+from rad.model.formats import load_config
+from rad.model.io import DTYPES, load_model, resolve_model_dir, save_hybrid
+from rad.options import Options, option
+from rad.search.schema import read_diagnosis
+
+
+@dataclass(frozen=True)
+class ConvertConfig(Options):
+    init: str = option("rad", help="rad: out_proj <- o_proj, in_proj <- 0 (the draft model exactly); "
+                                   "kqvo: x, B, C <- v, k, q", choices=INITS)
+    seed: int = option(0, help="seed of the freshly initialised mixer parameters", low=0)
+
+
+def layers_from_diagnosis(path: str | Path, k: int) -> list[int]:
+    """The layers `rad diagnose` found best to replace for k of them (the file is checked against its schema)."""
+    results = read_diagnosis(path)["results"]
+    if str(k) not in results:
+        known = ", ".join(sorted(results, key=lambda key: (len(key), key)))
+        raise RadError(f"{path} has no result for k={k}; it has k = {known}")
+    layers = results[str(k)]["best_layers"]
+    if len(layers) != k:
+        raise RadError(f"{path} lists {len(layers)} layers for k={k}")
+    return list(layers)
+
+
+def convert_folder(model_dir, out_dir, layers, config: ConvertConfig = ConvertConfig()) -> dict:
+    """Convert a checkpoint folder into a hybrid folder (weights kept in the source's dtype)."""
+    model_dir = resolve_model_dir(model_dir)
+    dtype = load_config(model_dir).dtype
+    model = load_model(model_dir, dtype=dtype if dtype in DTYPES else "float32")
+    hybrid, notes = convert(model, layers, config.init, config.seed, in_place=True)
+    reason = bamba_incompatibility(hybrid.config)
+    if reason:
+        notes.append(f"saved with rad's own model_type 'rad_hybrid', which transformers cannot load, not as Bamba: {reason}")
+    model_type = save_hybrid(hybrid, out_dir, copy_from=model_dir)
+    return {"out": str(out_dir), "model_type": model_type, "layers": hybrid.config.ssm_layers, "init": config.init,
+            "layer_types": hybrid.config.layer_types, "notes": notes}  # fmt: skip

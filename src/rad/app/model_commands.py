@@ -1,0 +1,86 @@
+"""`rad info` (what a checkpoint folder holds) and `rad generate` (text from a prompt, plain or self-speculative)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from rad.app.command import MODEL_HELP, Command, JsonOutput
+from rad.decode.draft_policy import DraftPolicy
+from rad.decode.sampling import SamplingConfig
+from rad.errors import RadError
+from rad.model.io import Placement
+from rad.options import nested, option
+
+
+@dataclass
+class InfoCommand(JsonOutput):
+    model: str | None = option(None, help=MODEL_HELP, positional=True, required=True)
+
+
+def run_info(command: InfoCommand) -> None:
+    from rad.model.io import describe
+
+    def text(info: dict) -> str:
+        return "\n".join(f"{key:>18}: {value:,}" if isinstance(value, int) and not isinstance(value, bool)
+                         else f"{key:>18}: {value}" for key, value in info.items())
+
+    command.emit(describe(command.model), text)
+
+
+@dataclass
+class GenerateCommand(JsonOutput):
+    model: str | None = option(None, help=MODEL_HELP, positional=True, required=True)
+    prompt: str | None = option(None, help="the prompt text", required=True)
+    max_new_tokens: int = option(64, help="most tokens generated", low=1)
+    skip: list[int] = option(default_factory=list, help="attention layers to skip, e.g. 1,3,5 (with --speculative: "
+                                                        "in the draft only)", low=0)
+    speculative: bool = option(False, help="self-speculative decoding: the model with --skip drafts, the full model "
+                                           "verifies (the same output)")
+    chat: bool = option(False, help="wrap the prompt with the tokenizer's chat template")
+    sampling: SamplingConfig = nested(SamplingConfig)
+    policy: DraftPolicy = nested(DraftPolicy)
+    placement: Placement = nested(Placement)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.speculative and (self.policy.draft_len is not None or self.policy.adaptive):
+            raise RadError("--draft-len and --adaptive apply to --speculative decoding only")
+
+
+def run_generate(command: GenerateCommand) -> None:
+    from rad.decode.generate import generate
+    from rad.eval.profiling import profile_speculative
+    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.tokenizer import encode_prompt, load_tokenizer
+
+    model_dir = resolve_model_dir(command.model)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, command.placement.device, command.placement.dtype)
+    prompt = encode_prompt(tokenizer, command.prompt, chat=command.chat)
+    if command.speculative:
+        profile = profile_speculative(model, [prompt], command.max_new_tokens, command.sampling, skip=command.skip,
+                                      policy=command.policy)
+        result, stats = profile.output, profile.to_dict()
+    else:
+        result, stats = generate(model, [prompt], command.max_new_tokens, command.sampling, skip=command.skip), {}
+    tokens = result.tokens[0]
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if command.json:
+        print(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(prompt), "new_tokens": len(tokens),
+                          "tokens_per_s": result.tokens_per_s, "prefill_s": result.prefill_s,
+                          "decode_s": result.decode_s, "skip": sorted(command.skip), **stats}))
+        return
+    print(text)
+    print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+    if stats:
+        print(f"[acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted']:.2f} drafts accepted per step, "
+              f"speed-up {stats['speedup_measured'] or 0:.2f}x measured, {stats['speedup_modeled'] or 0:.2f}x modeled]",
+              file=sys.stderr)
+
+
+COMMANDS = [
+    Command("info", "describe a checkpoint folder", InfoCommand, run_info),
+    Command("generate", "generate text from a prompt (plain or self-speculative decoding)", GenerateCommand, run_generate),
+]

@@ -1,0 +1,168 @@
+"""One command per pipeline stage: `rad diagnose`, `rad convert`, `rad distill`, `rad eval` and `rad bench`.
+Each builds its stage's config from the flags, runs the stage and prints what it found."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rad.app.command import MODEL_HELP, Command, JsonOutput
+from rad.app.convert import ConvertConfig
+from rad.distill.config import DistillConfig
+from rad.errors import RadError
+from rad.eval.accuracy import EvalConfig
+from rad.eval.throughput import BenchConfig
+from rad.model.io import Placement
+from rad.options import nested, option
+from rad.search.config import DiagnoseConfig
+
+
+def diagnose_and_plot(config: DiagnoseConfig) -> dict:
+    """The diagnosis, with OUT/diagnosis.png drawn beside OUT/diagnosis.json."""
+    from rad.report.diagnosis_plot import plot_diagnosis
+    from rad.search.diagnose import diagnose
+
+    diagnosis = diagnose(config)
+    plot_diagnosis(diagnosis, Path(config.out) / "diagnosis.png")
+    return diagnosis
+
+
+@dataclass
+class DiagnoseCommand(JsonOutput):
+    settings: DiagnoseConfig = nested(DiagnoseConfig)
+
+
+def run_diagnose(command: DiagnoseCommand) -> None:
+    from dataclasses import replace
+
+    from rad.report.diagnosis_table import format_table
+
+    out = command.settings.out
+    diagnosis = diagnose_and_plot(replace(command.settings, progress=not command.json))
+    command.emit(diagnosis, lambda d: f"{format_table(d)}\nwrote {out}/diagnosis.json and {out}/diagnosis.png")
+
+
+@dataclass
+class ConvertCommand(JsonOutput):
+    model: str | None = option(None, help=MODEL_HELP, positional=True, required=True)
+    out: str | None = option(None, help="new folder for the hybrid", required=True)
+    layers: list[int] | None = option(None, help="attention layers to replace, e.g. 1,3,5", low=0)
+    diagnosis: str | None = option(None, help="diagnosis.json from `rad diagnose`: replace its best layers for --k")
+    k: int | None = option(None, help="with --diagnosis: how many layers to replace", low=1)
+    settings: ConvertConfig = nested(ConvertConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.layers is None) == (self.diagnosis is None):
+            raise RadError("give either --layers 1,3,5 or --diagnosis DIR/diagnosis.json --k K")
+        if self.diagnosis is not None and self.k is None:
+            raise RadError("--diagnosis needs --k: how many attention layers to replace")
+
+
+def run_convert(command: ConvertCommand) -> None:
+    from rad.app.convert import convert_folder, layers_from_diagnosis
+
+    layers = command.layers if command.layers is not None else layers_from_diagnosis(command.diagnosis, command.k)
+    result = convert_folder(command.model, command.out, layers, command.settings)
+    if not command.json:
+        for note in result["notes"]:
+            print(f"rad: note: {note}", file=sys.stderr)
+    command.emit(result, lambda r: f"wrote {r['out']} ({r['model_type']}): layers {r['layers']} are Mamba2 mixers, "
+                                   f"{r['init']} init")
+
+
+@dataclass
+class DistillCommand(JsonOutput):
+    settings: DistillConfig = nested(DistillConfig)
+
+
+def run_distill(command: DistillCommand) -> None:
+    from dataclasses import replace
+
+    from accelerate import PartialState
+
+    from rad.distill.distill import distill
+
+    summary = distill(replace(command.settings, progress=not command.json))
+    if not PartialState().is_main_process:  # under accelerate launch / torchrun, one process reports
+        return
+    final = summary["final"]  # None when a resumed run had nothing left to train
+    kl = f", final KL {final['kl']:.4f}" if final else ""
+    command.emit(summary, lambda s: f"wrote {command.settings.out}: {s['steps']} steps{kl} in {s['seconds']:.0f} s")
+
+
+@dataclass
+class EvalCommand(JsonOutput):
+    model: str | None = option(None, help=MODEL_HELP, positional=True, required=True)
+    records: str | None = option(None, help="write one JSON line per problem to this file")
+    settings: EvalConfig = nested(EvalConfig)
+    placement: Placement = nested(Placement)
+
+
+def run_eval(command: EvalCommand) -> None:
+    from rad.eval.accuracy import evaluate
+    from rad.eval.tasks import check_task_spec
+    from rad.files import atomic_write_jsonl
+    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.tokenizer import load_tokenizer
+
+    check_task_spec(command.settings.task)  # fail before the model loads
+    model_dir = resolve_model_dir(command.model)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, command.placement.device, command.placement.dtype)
+    result = evaluate(model, tokenizer, command.settings)
+    records = result.pop("records")
+    if command.records:
+        atomic_write_jsonl(command.records, records)
+    command.emit(result, lambda r: f"{r['task']}: accuracy {r['accuracy']:.1%} ({r['correct']}/{r['n']}) "
+                                   f"in {r['seconds']:.1f} s")
+
+
+@dataclass
+class BenchCommand(JsonOutput):
+    models: list[str] | None = option(None, help="model folders (or 'demo'); ratios compare each with the first",
+                                      positional=True, required=True)
+    out: str | None = option(None, help="also write the results to this JSON file")
+    settings: BenchConfig = nested(BenchConfig)
+    placement: Placement = nested(Placement)
+
+
+def run_bench(command: BenchCommand) -> None:
+    from rad.eval.throughput import bench_models
+    from rad.files import atomic_write_json
+
+    def show(model_index, point):
+        if not command.json:
+            print(f"  [{command.models[model_index]}] context {point['context']:>6}  batch {point['batch']:>3}  "
+                  f"decode {point['decode_tokens_per_s']:9.1f} tok/s  TTFT {point['ttft_s'] * 1000:8.1f} ms  "
+                  f"memory {point['memory_bytes'] / 2**20:8.1f} MiB (state {point['state_bytes'] / 2**20:.1f} MiB)",
+                  flush=True)
+
+    result = bench_models(command.models, command.settings, command.placement.device, command.placement.dtype,
+                          progress=show)
+    if command.out:
+        atomic_write_json(command.out, result)
+    command.emit(result, bench_ratios)
+
+
+def bench_ratios(result: dict) -> str:
+    lines = []
+    for entry in result["models"][1:]:
+        lines.append(f"{entry['model']} vs {result['models'][0]['model']}:")
+        lines += [f"  context {r['context']:>6}  batch {r['batch']:>3}  decode speed-up {r['decode_speedup']:.2f}x"
+                  f"  memory ratio {r['memory_ratio']:.2f}" for r in entry["vs_first"]]
+    return "\n".join(lines)
+
+
+COMMANDS = [
+    Command("diagnose", "find the redundant attention layers (Bayesian search over skip sets)", DiagnoseCommand,
+            run_diagnose),
+    Command("convert", "replace attention layers by Mamba2 mixers (a hybrid model folder)", ConvertCommand, run_convert),
+    Command("distill", "distil a hybrid from its teacher: SSM mixers first, then optionally end to end", DistillCommand,
+            run_distill),
+    Command("eval", "generation-based accuracy on a task", EvalCommand, run_eval),
+    Command("bench", "decode tokens/s, time to first token and memory, per model, context and batch", BenchCommand,
+            run_bench),
+]
