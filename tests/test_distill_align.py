@@ -11,8 +11,10 @@ from test_distill import metrics_without_timing, weights
 
 from rad.app.cli import main
 from rad.distill.data import build_rows, documents
-from rad.distill.distill import distill
+from rad.distill.config import DistillConfig
+from rad.distill.distill import check_config, distill, make_accelerator
 from rad.distill.metrics import read_metrics
+from rad.distill.stage_losses import stage_losses
 from rad.errors import RadError
 from rad.model.io import load_model
 from rad.model.tokenizer import load_tokenizer
@@ -111,3 +113,39 @@ def test_cli_align_options(setup, tmp_path, capsys):
     assert summary["config"]["align_steps"] == 2 and summary["config"]["align_lr"] == 0.01
     assert summary["steps"] == 3
     assert [r["stage"] for r in read_metrics(out / "metrics.jsonl")] == [0, 0, 1]
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_compiled_layers_give_the_eager_alignment_losses_and_gradients(setup, stage):
+    """The alignment stage (0) and hidden-state alignment next to the KL (stage 1) read the mixers' inputs and
+    outputs from the models' forward, so compiled layers (AOT autograd's graphs, run by the `aot_eager` backend
+    to keep the test fast) give the eager losses and gradients, and the models' layers did run compiled."""
+    folder, _, hybrid, data = setup
+    settings = config(hybrid, folder, data, "unused", steps1=1, hidden_weight=0.5, **align(1))
+    rows = build_rows(documents(f"jsonl:{data}", load_tokenizer(hybrid), 0, False), 4, 32, False, 0)
+    accelerator = make_accelerator(settings)
+    results = []
+    for compiled in (False, True):
+        student, teacher = load_model(hybrid).train(), load_model(folder).requires_grad_(False)
+        traced = []
+        if compiled:
+            for model in (student, teacher):
+                model.compile_layers(backend="aot_eager")
+                layer = model.model.layers[REPLACED[0]]
+                layer.mlp.register_forward_pre_hook(lambda *_: traced.append(torch.compiler.is_compiling()))
+        loss = stage_losses(settings, student, teacher, accelerator, None)[stage]
+        terms = loss.terms(student, rows, 0)
+        sum(w * t for w, t in zip(loss.weights, terms)).backward()
+        grads = {n: p.grad for n, p in student.named_parameters() if p.grad is not None}
+        results.append(([float(t.detach()) for t in terms], grads))
+        assert not compiled or (traced and all(traced))
+    (want, want_grads), (got, got_grads) = results
+    assert want[1] > 0 and got == pytest.approx(want, rel=1e-5, abs=1e-7)
+    assert want_grads.keys() == got_grads.keys() and any(".mamba." in n for n in want_grads)
+    assert max((got_grads[n] - want_grads[n]).abs().max().item() for n in want_grads) < 1e-5
+
+
+def test_compile_combines_with_alignment():
+    """Once refused (hooks saw nothing inside compiled layers): compiling with both alignments is a valid setting."""
+    check_config(DistillConfig(student="s", teacher="t", data="task:math", out="o", compile=True, align_steps=2,
+                               hidden_weight=0.5))

@@ -13,12 +13,11 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from accelerate import Accelerator
 from distill_helpers import config, make_hybrid, write_texts
 from safetensors.torch import load_file, save_file
 
-from rad.distill.alignment import teacher_forcing
 from rad.distill.data import build_rows, documents
+from rad.distill.distill import make_accelerator
 from rad.distill.metrics import read_metrics
 from rad.distill.trainer import Trainer
 from rad.model.io import load_model
@@ -29,10 +28,10 @@ ALIGN, STEPS = 2, 4  # alignment steps, all steps
 
 def run(cfg, rows):
     """The engine alone (no tokenizer load: spawned processes skip importing transformers)."""
-    accelerator = Accelerator(cpu=True)
+    accelerator = make_accelerator(cfg)  # resets a precision an earlier test in this process left behind
     torch.set_num_threads(1)  # after accelerate (it sets 2 for multi-process CPU); the cores are shared
     student, teacher = load_model(cfg.student).train(), load_model(cfg.teacher).requires_grad_(False)
-    Trainer(cfg, student, teacher, rows, accelerator, settings={}, forced=teacher_forcing(student, teacher)).run()
+    Trainer(cfg, student, teacher, rows, accelerator, settings={}).run()
     return student
 
 

@@ -17,7 +17,6 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
-from rad.distill.alignment import hidden_alignment, teacher_forcing
 from rad.distill.config import DistillConfig
 from rad.distill.data import build_rows, check_data_spec, documents
 from rad.distill.on_policy import OnPolicy
@@ -44,10 +43,6 @@ def check_config(config: DistillConfig) -> None:
     is made)."""
     require(config, "student", "teacher", "data", "out")
     check_data_spec(config.data)
-    if config.compile and (config.align_steps > 0 or config.hidden_weight > 0):
-        # Both read outputs from inside the layers through forward hooks, which compiled layers leave empty.
-        raise RadError("--compile cannot be combined with --align-steps or --hidden-weight (they read outputs from "
-                       "inside the layers through hooks, which compiled layers leave empty); drop one of them")
     checkpoints = Path(config.out) / "checkpoints"
     if not config.resume and checkpoints.is_dir() and any(checkpoints.iterdir()):
         raise RadError(f"{checkpoints} holds an earlier run's checkpoints; pass --resume to continue it or choose another --out")
@@ -89,8 +84,6 @@ def distill(config: DistillConfig) -> dict:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows = build_rows(documents(config.data, tokenizer, config.seed, config.assistant_only), total_rows,
                       config.seq_len, config.pack, pad_id)
-    aligned = hidden_alignment(student, teacher) if config.hidden_weight > 0 else None
-    forced = teacher_forcing(student, teacher) if config.align_steps > 0 else None
     cache = None
     if config.topk_cache:
         fingerprint = {key: settings[key] for key in ("teacher", "data", "seq_len", "pack", "assistant_only", "seed")}
@@ -99,7 +92,7 @@ def distill(config: DistillConfig) -> dict:
     if config.stage1_on_policy > 0 or config.stage2_on_policy > 0:
         on_policy = OnPolicy(config.data, tokenizer, config.seed, config.seq_len, config.pack, pad_id,
                              config.assistant_only, config.on_policy_max_new_tokens)
-    records = Trainer(config, student, teacher, rows, accelerator, settings, aligned, cache, on_policy, forced).run()
+    records = Trainer(config, student, teacher, rows, accelerator, settings, cache, on_policy).run()
 
     summary = {"config": config.to_dict(), "steps": total_steps,
                "final": records[-1] if records else None, "seconds": time.perf_counter() - started,

@@ -22,13 +22,12 @@ from torch import nn
 from tqdm import tqdm
 
 from rad.distill import checkpoint as ckpt
-from rad.distill.alignment import Aligned, TeacherForced
 from rad.distill.config import DistillConfig, StageConfig
 from rad.distill.data import Rows
-from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
 from rad.distill.metrics import MetricsLog
 from rad.distill.on_policy import OnPolicy
 from rad.distill.params import freeze_all_but, select_parameters
+from rad.distill.stage_losses import stage_losses
 from rad.distill.teacher import TopkCache
 from rad.errors import RadError
 
@@ -45,11 +44,11 @@ def cosine_with_warmup(stage: StageConfig):
 
 class Trainer:
     def __init__(self, config: DistillConfig, student: nn.Module, teacher: nn.Module, rows: Rows,
-                 accelerator: Accelerator, settings: dict, aligned: Aligned | None = None, cache: TopkCache | None = None,
-                 on_policy: OnPolicy | None = None, forced: TeacherForced | None = None):  # fmt: skip
+                 accelerator: Accelerator, settings: dict, cache: TopkCache | None = None,
+                 on_policy: OnPolicy | None = None):  # fmt: skip
         self.config, self.student, self.teacher, self.rows = config, student, teacher, rows
-        self.acc, self.settings, self.aligned, self.cache = accelerator, settings, aligned, cache
-        self.on_policy, self.forced = on_policy, forced
+        self.acc, self.settings, self.on_policy = accelerator, settings, on_policy
+        self.losses = stage_losses(config, student, teacher, accelerator, cache)
         self.stages = config.stages()
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
@@ -137,23 +136,19 @@ class Trainer:
         if tokens == 0:
             raise RadError(f"step {step + 1} has no loss tokens; use longer rows or turn --assistant-only off")
         scale = self.acc.num_processes / tokens
-        # The alignment stage's loss is its hidden-state error alone.
-        weights = (0.0, 1.0, 0.0) if stage == 0 else (self.config.kl_weight, self.config.hidden_weight, self.config.ce_weight)
+        loss_of_stage = self.losses[stage]
+        weights = loss_of_stage.weights
         sums = torch.zeros(3, dtype=torch.float64)
         for m in range(self.config.grad_accum):
             a = m * self.micro
             part = rows.slice(a, a + self.micro)
             sync = m == self.config.grad_accum - 1
             with self.acc.no_sync(model) if not sync else nullcontext():
-                if stage == 0:
-                    terms = self._align_losses(part)
-                else:
-                    terms = self._losses(model, part, None if first_row is None else first_row + a)
+                terms = loss_of_stage.terms(model, part, None if first_row is None else first_row + a)
                 self.acc.backward(sum(w * t for w, t in zip(weights, terms)) * scale)
             sums += torch.stack([t.detach().double().cpu() for t in terms])
-        if stage == 0 and self.acc.num_processes > 1:
-            # The mixers ran outside the DDP wrapper, which therefore did not average their gradients.
-            for p in params:
+        if loss_of_stage.outside_model and self.acc.num_processes > 1:
+            for p in params:  # the prepared model's DDP did not see these gradients: average them here
                 p.grad = self.acc.reduce(p.grad, reduction="mean")
         sums = self.acc.reduce(sums.to(self.acc.device), reduction="sum").cpu() / tokens
         kl, hidden, ce = sums.tolist()
@@ -170,48 +165,6 @@ class Trainer:
         return {"step": step + 1, "stage": stage, "loss": loss, "kl": kl, "hidden": hidden, "ce": ce, "lr": lr,
                 "grad_norm": grad_norm, "loss_tokens": tokens, "on_policy": on_policy,
                 "tokens_per_s": int(rows.valid.sum()) * self.acc.num_processes / seconds}
-
-    def _losses(self, model, part: Rows, first_row: int | None) -> list[torch.Tensor]:
-        """[KL, hidden, CE] sums over this micro-batch's loss positions (`first_row`: the rows' index in
-        the data, which keys the top-k cache; None for rows the student wrote, graded online)."""
-        device = self.acc.device
-        ids = part.ids.to(device)
-        positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
-        mask = part.loss[:, 1:].to(device)  # position t predicts token t+1
-        logits = model(ids, positions)[:, :-1]
-        zero = logits.new_zeros(())
-        cache = self.cache if first_row is not None else None
-        cached = cache.get(first_row, len(part)) if cache is not None else None
-        need_teacher = cached is None or self.config.hidden_weight > 0
-        if need_teacher:
-            with torch.no_grad():
-                teacher_logits = self.teacher(ids, positions)[:, :-1]
-        if cache is not None:
-            values, indices = cached if cached is not None else cache.put(first_row, teacher_logits)
-            kl = topk_kl_sum(logits, values.to(device), indices.to(device), mask, self.config.temperature)
-        else:
-            kl = kl_sum(logits, teacher_logits, mask, self.config.temperature)
-        hidden = zero
-        if self.config.hidden_weight > 0:
-            s_out = [o[:, :-1] for o in self.aligned.student.outputs]
-            t_out = [o[:, :-1] for o in self.aligned.teacher.outputs]
-            hidden = hidden_sum(s_out, t_out, mask)
-        ce = ce_sum(logits, ids[:, 1:], mask) if self.config.ce_weight > 0 else zero
-        return [kl, hidden, ce]
-
-    def _align_losses(self, part: Rows) -> list[torch.Tensor]:
-        """[0, hidden, 0] for the alignment stage: each mixer reads the teacher's input to its layer
-        (teacher-forced, so the layers learn independently) and is compared with the teacher's attention."""
-        ids = part.ids.to(self.acc.device)
-        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-        with torch.no_grad():
-            self.teacher(ids, positions)
-        with self.acc.autocast():  # the mixers run outside the prepared model, so outside its autocast
-            mixed = [mixer(x.float())[0] for mixer, x in zip(self.forced.mixers, self.forced.inputs.outputs)]
-        mask = part.loss[:, 1:].to(ids.device)  # the positions every other loss counts
-        hidden = hidden_sum([o[:, :-1] for o in mixed], [t[:, :-1] for t in self.forced.targets.outputs], mask)
-        zero = hidden.new_zeros(())
-        return [zero, hidden, zero]
 
     def _stop(self, step: int, stage: int, loss: float, grad_norm: float) -> None:
         latest = ckpt.latest_checkpoint(self.checkpoints)

@@ -8,6 +8,7 @@ so that a checkpoint's state dict loads as it is and saves back in the same layo
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +90,13 @@ def attention_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, w
     return visible
 
 
+class MixerIO(NamedTuple):
+    """A decoder layer's token mixer (attention or SSM), as it ran: its input (after the input norm) and output."""
+
+    input: torch.Tensor
+    output: torch.Tensor
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
@@ -106,12 +114,20 @@ class DecoderLayer(nn.Module):
         del self.self_attn
         self.mamba, self.is_ssm = mixer, True
 
-    def forward(self, x, positions, rotary, masks, cache, skip_attention: bool, valid) -> torch.Tensor:
+    def forward(self, x, positions, rotary, masks, cache, skip_attention: bool, valid, capture: bool = False):
+        """The layer's output; with `capture`, also its token mixer's (attention's or SSM's) input and output,
+        which distillation's alignment losses compare (returned, not hooked: compiled layers return them too)."""
+        mixer_in = mixed = None
         if self.is_ssm:
-            x = x + self.mamba.run(self.input_layernorm(x), positions, cache, valid)
+            mixer_in = self.input_layernorm(x)
+            mixed = self.mamba.run(mixer_in, positions, cache, valid)
         elif not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
-            x = x + self.self_attn(self.input_layernorm(x), positions, rotary, masks, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+            mixer_in = self.input_layernorm(x)
+            mixed = self.self_attn(mixer_in, positions, rotary, masks, cache)
+        if mixed is not None:
+            x = x + mixed
+        out = x + self.mlp(self.post_attention_layernorm(x))
+        return (out, MixerIO(mixer_in, mixed)) if capture else out
 
 
 class Decoder(nn.Module):
@@ -154,8 +170,10 @@ class CausalLM(nn.Module):
         skip: Collection[int] = (),
         logit_index: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits for tokens `input_ids` (B, T) at `positions` (B, T).
+        capture: Collection[int] = (),
+    ):
+        """Logits for tokens `input_ids` (B, T) at `positions` (B, T); with `capture`, (logits, {layer: MixerIO})
+        for those layers, whose token mixers must run (not skipped).
 
         With a cache, keys and values are written at slots `positions` and attention reads the
         cache; the caller keeps `cache.lengths` (see `cache.advance`). `skip` names the layers whose
@@ -169,17 +187,26 @@ class CausalLM(nn.Module):
         # One mask per distinct window, shared by the layers (not rebuilt in every layer of every step).
         key_positions = positions if cache is None else cache.slots.expand(positions.shape[0], -1)
         masks = {window: attention_mask(positions, key_positions, window) for window in set(self.config.sliding_windows)}
+        captured = {}
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, rotary, masks, cache, i in skip, valid)
+            if i in capture:
+                x, captured[i] = layer(x, positions, rotary, masks, cache, i in skip, valid, capture=True)
+            else:
+                x = layer(x, positions, rotary, masks, cache, i in skip, valid)
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
-        return self.lm_head(self.model.norm(x))
+        logits = self.lm_head(self.model.norm(x))
+        return (logits, captured) if capture else logits
 
     def compile_layers(self, backend: str = "inductor") -> None:
         """torch.compile each decoder layer in place (static shapes; `backend` is torch.compile's). Layers
         of one kind share a compiled graph (torch inlines module parameters as graph inputs), so a hybrid
         compiles two graphs, not one per layer: on a CPU this compiled in 77 s where the whole model took
         119 s, for the same step time. A change of which parameters train compiles them again."""
+        # Every decoder layer shares one forward code object, and torch keeps at most recompile_limit graphs per
+        # code object: a distillation needs one per layer kind x capture or not x dtype x trainable set (both
+        # models, each stage), past the default 8, after which torch would silently run the layers eagerly.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         for layer in self.model.layers:
             layer.compile(backend=backend, dynamic=False)
 
