@@ -19,14 +19,9 @@ STOP_CHECK_INTERVAL = 8  # steps between host syncs that test "all rows finished
 
 
 @torch.inference_mode()
-def generate(
-    model: CausalLM,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int = 64,
-    sampling: SamplingConfig = SamplingConfig(),
-    stop_tokens: Collection[int] | None = None,
-    skip: Collection[int] = (),
-) -> GenerationOutput:
+def generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
+             sampling: SamplingConfig = SamplingConfig(), stop_tokens: Collection[int] | None = None,
+             skip: Collection[int] = ()) -> GenerationOutput:
     """Generate up to `max_new_tokens` for each prompt (token id lists), skipping attention in `skip`."""
     skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
     device = model.device

@@ -181,15 +181,9 @@ class _Progress:
 
 
 @torch.inference_mode()
-def speculative_generate(
-    model: CausalLM,
-    prompts: Sequence[Sequence[int]],
-    max_new_tokens: int = 64,
-    sampling: SamplingConfig = SamplingConfig(),
-    stop_tokens: Collection[int] | None = None,
-    skip: Collection[int] = (),
-    policy: DraftPolicy = DraftPolicy(),
-) -> SpeculativeOutput:
+def speculative_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
+                         sampling: SamplingConfig = SamplingConfig(), stop_tokens: Collection[int] | None = None,
+                         skip: Collection[int] = (), policy: DraftPolicy = DraftPolicy()) -> SpeculativeOutput:
     """Generate like `generate`, drafting with the attention of layers `skip` skipped; the output carries
     the acceptance statistics (`stats`). How it compares with plain decoding is rad.eval.profiling's job."""
     skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
