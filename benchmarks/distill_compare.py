@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rad.distill.config import DistillConfig, StageConfig
+from rad.distill.config import DistillConfig
 from rad.distill.distill import distill
 from rad.distill.metrics import read_metrics
 from rad.eval.accuracy import EvalConfig, evaluate
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, name: str, layers: list[int]) -> dict:
         convert_folder(args.model, folder / "hybrid", layers)
     config = DistillConfig(
         student=str(folder / "hybrid"), teacher=str(args.model), data=args.data, out=str(folder / "distilled"),
-        stage1=StageConfig(args.steps, args.lr, "ssm", args.warmup), stage2=StageConfig(0, 1e-4, "all"),
+        stage1_steps=args.steps, stage1_lr=args.lr, stage1_warmup=args.warmup,
         seq_len=args.seq_len, batch_size=args.batch_size, save_every=25, seed=args.seed, threads=args.threads,
         device=args.device, progress=False, resume=(folder / "distilled" / "checkpoints").exists(),
     )  # fmt: skip

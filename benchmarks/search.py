@@ -29,7 +29,8 @@ import torch
 
 from rad.model.io import DEMO_MODEL_DIR, load_model
 from rad.search.bayes import SAMPLERS, run_search
-from rad.search.diagnose import DiagnoseConfig, diagnose
+from rad.search.config import DiagnoseConfig
+from rad.search.diagnose import diagnose
 from rad.search.objective import CachedObjective
 from rad.search.prompts import load_prompts
 from rad.search.speedup import SpeedupConfig, SpeedupObjective
