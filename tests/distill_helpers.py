@@ -33,7 +33,8 @@ def config(student, teacher, data, out, steps1=4, steps2=0, **overrides) -> Dist
     settings = dict(student=str(student), teacher=str(teacher), data=f"jsonl:{data}", out=str(out),
                     stage1_steps=steps1, stage1_lr=1e-2, stage1_warmup=1, stage2_steps=steps2, stage2_lr=1e-3,
                     stage2_warmup=1,
-                    seq_len=32, batch_size=4, save_every=100, progress=False)
+                    seq_len=32, batch_size=4, save_every=100, progress=False,
+                    mixed_precision="no")  # not "auto": the same arithmetic on every host, AMX or not
     settings.update(overrides)
     return DistillConfig(**settings)
 

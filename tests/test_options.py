@@ -95,7 +95,7 @@ def test_a_run_reads_its_stages_flags_and_their_older_spellings():
     (dict(stage1_on_policy=1.5), "--stage1-on-policy must be at most 1"),
     (dict(batch_size=2.5), "--batch-size must be a whole number"),
     (dict(pack="yes"), "--no-pack must be true or false"),
-    (dict(mixed_precision="fp8"), "--mixed-precision must be one of no, bf16, fp16"),
+    (dict(mixed_precision="fp8"), "--mixed-precision must be one of auto, no, bf16, fp16"),
     (dict(topk=True), "--topk must be a whole number"),
 ])
 def test_values_are_checked_when_a_config_is_made(kwargs, message):

@@ -39,7 +39,7 @@ def task_model(tmp_path_factory):
 
 def reduced(model, out, distill: dict | None = None, **changes) -> RunConfig:
     """A run small enough for a test; `distill` changes the distillation's settings, `changes` the run's."""
-    distill_settings = dict(stage1_steps=4, batch_size=2, seq_len=48, save_every=2) | (distill or {})
+    distill_settings = dict(stage1_steps=4, batch_size=2, seq_len=48, save_every=2, mixed_precision="no") | (distill or {})
     settings = dict(model=str(model), k=1, out=str(out), tasks=["math"],
                     diagnose=DiagnoseConfig(trials=3, prompts=["task:math", "task:code"], n_prompts=2, max_new_tokens=6),
                     distill=DistillConfig(**distill_settings), eval=EvalConfig(n=3, max_new_tokens=8, batch_size=32),
@@ -53,13 +53,17 @@ def test_reduced_run_writes_every_artifact(task_model, tmp_path):
     threads = torch.get_num_threads()
     try:
         distill = dict(temperature=2.0, assistant_only=True, seq_len=160, threads=2)
-        summaries = run(reduced(task_model, tmp_path, distill, threads=1), log=lines.append)
+        summaries = run(reduced(task_model, tmp_path, distill, threads=1, time_budget=10_000), log=lines.append)
         assert torch.get_num_threads() == 1  # the stages after distillation ran with the run's thread count again
     finally:
         torch.set_num_threads(threads)
     assert list(summaries) == list(STAGES)
     distilled = json.loads((tmp_path / "distill" / "distill.json").read_text())["config"]
     assert distilled["temperature"] == 2.0 and distilled["assistant_only"] is True and distilled["threads"] == 2
+    # The run's budget, less what the stages before took and a reserve for the evaluation, went to distillation;
+    # it was ample, so the stage kept its configured steps.
+    assert 9_000 < summaries["distill"]["time_budget"] < 10_000 - summaries["baseline"]["seconds"]
+    assert summaries["distill"]["steps"] == 4
     diagnosis = json.loads((tmp_path / "diagnose" / "diagnosis.json").read_text())
     layers = diagnosis["results"]["1"]["best_layers"]
     hybrid = json.loads((tmp_path / "distill" / "config.json").read_text())

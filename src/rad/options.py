@@ -35,6 +35,7 @@ class Option:
     positional: bool = False
     required: bool = False  # a command must be given it (the field's default, None, means "not given")
     repeat: bool = False  # a list given by repeating the flag (--prompts A --prompts B), not comma-separated
+    words: tuple[str, ...] = ()  # words accepted besides values of the field's type (threads: "auto")
     metavar: str | None = None
 
 
@@ -64,10 +65,12 @@ def field_types(cls) -> dict[str, object]:
 
 
 def optional_inner(annotation):
-    """(the type without None, whether None is allowed) for `X | None` and plain `X`."""
+    """(the field's value type, whether None is allowed) for `X | None` and plain `X`; `X | str` is an X that
+    also takes the option's `words`."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], True
+        kind = next((a for a in args if a is not str), str)
+        return kind, type(None) in typing.get_args(annotation)
     return annotation, False
 
 
@@ -93,6 +96,8 @@ def check_options(config) -> None:
 
 def check_value(value, annotation, spec: Option, flag: str) -> None:
     kind, optional = optional_inner(annotation)
+    if isinstance(value, str) and value in spec.words:
+        return
     if value is None:
         if optional:
             return

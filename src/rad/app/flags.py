@@ -95,7 +95,18 @@ def argument(spec: Option, kind, default) -> dict:
         return {**kwargs, "type": comma_list(item), "default": default}
     if spec.positional:
         return {**kwargs, "type": kind}
-    return {**kwargs, "type": kind, "default": default, "choices": spec.choices}
+    return {**kwargs, "type": with_words(kind, spec.words), "default": default, "choices": spec.choices}
+
+
+def with_words(kind, words: tuple[str, ...]):
+    """`kind` as an argparse type that also takes `words` as they are."""
+    if not words:
+        return kind
+
+    def parse(text: str):
+        return text if text in words else kind(text)
+    parse.__name__ = f"{kind.__name__} or {' or '.join(words)}"
+    return parse
 
 
 def comma_list(item):

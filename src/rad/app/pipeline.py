@@ -1,4 +1,5 @@
-"""`rad run`: diagnose → convert → distill → eval → bench → report, each stage's artifact in one folder.
+"""`rad run`: diagnose → convert → bench → baseline → distill → eval → report, each stage's artifact in one
+folder (what each stage does: rad.app.run_stages).
 
 RunConfig holds each stage's own config (their flags are `rad run`'s, prefixed with the stage's name); the
 few settings a stage takes from the run (the model, the seed, the device, its folder) are set here. A stage
@@ -17,15 +18,17 @@ from pathlib import Path
 
 from rad.app.command import MODEL_HELP, Command
 from rad.app.convert import ConvertConfig
+from rad.app.run_stages import STAGE_FUNCTIONS, RunState
 from rad.distill.config import DATA_HELP, DistillConfig
 from rad.errors import RadError
 from rad.eval.accuracy import EvalConfig
 from rad.eval.throughput import BenchConfig
 from rad.files import atomic_write_json
+from rad.machine import THREADS_HELP, set_threads
 from rad.options import Options, nested, option
 from rad.search.config import DiagnoseConfig
 
-STAGES = ("diagnose", "convert", "distill", "eval", "bench", "report")
+STAGES = ("diagnose", "convert", "bench", "baseline", "distill", "eval", "report")
 # Flags that `rad run` took before its stages' flags were prefixed: they keep working.
 OLD_FLAGS = {"diagnose": {"trials": "--trials"}, "bench": {"contexts": "--contexts"},
              "distill": {"stage1_steps": "--stage1-steps", "stage2_steps": "--stage2-steps", "stage1_lr": "--lr",
@@ -44,7 +47,9 @@ class RunConfig(Options):
     price_per_hour: float = option(2.0, help="USD per machine-hour, for the report's cost section", above=0)
     seed: int = option(0, help="seed of every stage", low=0)
     device: str = option("cpu", help="torch device of every stage")
-    threads: int = option(0, help="torch CPU threads (0: torch's default; 1 on a busy machine)", low=0)
+    threads: int | str = option(0, help=f"{THREADS_HELP} (1 on a busy machine)", low=0, words=("auto",))
+    time_budget: float | None = option(None, help="seconds the whole run may take: the distillation's last stage is "
+                                                  "sized to what the other stages leave", above=0)
     diagnose: DiagnoseConfig = nested(lambda: DiagnoseConfig(trials=30, prompts=["task:math", "task:code"]),
                                       "diagnose", OLD_FLAGS["diagnose"])
     convert: ConvertConfig = nested(ConvertConfig, "convert")
@@ -85,7 +90,7 @@ class RunConfig(Options):
 SET_BY_RUN = frozenset(f"{stage}.{name}" for stage, names in {
     "diagnose": ("model", "out", "ks", "seed", "placement.device", "threads", "resume"),
     "convert": ("seed",),
-    "distill": ("student", "teacher", "data", "out", "seed", "device", "resume"),
+    "distill": ("student", "teacher", "data", "out", "seed", "device", "resume", "time_budget"),
     "eval": ("task", "seed", "skip"),
     "bench": ("seed",),
 }.items() for name in names)
@@ -118,13 +123,11 @@ def check_run(config: RunConfig) -> None:
 def run(config: RunConfig, log=print) -> dict:
     """Run (or resume) every stage; return {stage: its summary}."""
     check_run(config)
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     atomic_write_json(config.out_dir / "run.json", asdict(config))
-    summaries = {}
     started = time.perf_counter()
+    state = RunState({}, started + config.time_budget if config.time_budget else None)
+    summaries = state.summaries
     for number, stage in enumerate(STAGES, start=1):
         done = marker(config, stage)
         if done.is_file():
@@ -133,103 +136,12 @@ def run(config: RunConfig, log=print) -> dict:
             continue
         log(f"[{number}/{len(STAGES)}] {stage} ... ({time.perf_counter() - started:.0f} s into the run)")
         stage_started = time.perf_counter()
-        summary = STAGE_FUNCTIONS[stage](config, summaries)
+        summary = STAGE_FUNCTIONS[stage](config, state)
         summary["seconds"] = time.perf_counter() - stage_started
         atomic_write_json(done, summary)
         summaries[stage] = summary
     log(f"done in {time.perf_counter() - started:.0f} s: {config.out_dir / 'report.html'}")
     return summaries
-
-
-def run_diagnose(config: RunConfig, _) -> dict:
-    from rad.app.stage_commands import diagnose_and_plot
-
-    settings = config.stage_config("diagnose")
-    best = diagnose_and_plot(settings)["results"][str(config.k)]
-    return {"diagnosis": str(Path(settings.out) / "diagnosis.json"), "layers": best["best_layers"]}
-
-
-def run_convert(config: RunConfig, summaries: dict) -> dict:
-    from rad.app.convert import convert_folder
-
-    return convert_folder(config.model, config.stage_dir("convert"), summaries["diagnose"]["layers"],
-                          config.stage_config("convert"))
-
-
-def run_distill(config: RunConfig, _) -> dict:
-    from rad.distill.distill import distill
-
-    summary = distill(config.stage_config("distill"))
-    if config.threads:  # distill set its own thread count; the later stages run with the run's
-        import torch
-
-        torch.set_num_threads(config.threads)
-    return {"model": str(config.stage_dir("distill")), "final": summary["final"], "steps": summary["steps"]}
-
-
-def run_eval(config: RunConfig, _) -> dict:
-    from rad.eval.accuracy import evaluate
-    from rad.files import atomic_write_jsonl
-    from rad.model.io import load_model, resolve_model_dir
-    from rad.model.tokenizer import load_tokenizer
-
-    models = {"teacher": config.teacher or config.model, "hybrid": str(config.stage_dir("distill"))}
-    results = {}
-    for name, folder in models.items():
-        model_dir = resolve_model_dir(folder)
-        model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
-        results[name] = {}
-        for task in config.tasks:
-            result = evaluate(model, tokenizer, replace(config.stage_config("eval"), task=task))
-            atomic_write_jsonl(config.stage_dir("eval") / f"{name}-{result['task']}.jsonl", result.pop("records"))
-            results[name][result["task"]] = result
-    atomic_write_json(config.out_dir / "eval.json", {"models": results})
-    return {name: {task: r["accuracy"] for task, r in tasks.items()} for name, tasks in results.items()}
-
-
-def run_bench(config: RunConfig, summaries: dict) -> dict:
-    from rad.eval.throughput import bench_models
-
-    bench = bench_models([config.teacher or config.model, str(config.stage_dir("distill"))],
-                         config.stage_config("bench"), device=config.device)
-    for entry, label in zip(bench["models"], ("teacher", "hybrid")):
-        entry["label"] = label
-    bench["speculative"] = speculative_statistics(config, summaries["diagnose"]["layers"])
-    atomic_write_json(config.out_dir / "bench.json", bench)
-    teacher, hybrid = (entry["points"][-1] for entry in bench["models"])  # the longest context, last batch size
-    return {"longest_context": teacher["context"], "batch": teacher["batch"],
-            "decode_tokens_per_s": {"teacher": teacher["decode_tokens_per_s"], "hybrid": hybrid["decode_tokens_per_s"]},
-            "memory_bytes": {"teacher": teacher["memory_bytes"], "hybrid": hybrid["memory_bytes"]},
-            "decode_speedup": hybrid["decode_tokens_per_s"] / teacher["decode_tokens_per_s"],
-            "speculative_speedup": bench["speculative"]["speedup_measured"]}
-
-
-def speculative_statistics(config: RunConfig, layers: list[int]) -> dict:
-    """Self-speculative decoding of the teacher with the diagnosed layers skipped, vs plain decoding."""
-    from rad.data import math
-    from rad.eval.profiling import profile_speculative
-    from rad.model.io import load_model, resolve_model_dir
-    from rad.model.tokenizer import load_tokenizer
-
-    model_dir = resolve_model_dir(config.teacher or config.model)
-    model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
-    prompts = [tokenizer(p.prompt)["input_ids"] for p in math.generate(8, seed=config.seed, split="test")]
-    profile = profile_speculative(model, prompts, config.eval.max_new_tokens, skip=layers, model_cost=False)
-    return {"skip": layers, **profile.to_dict()}
-
-
-def run_report(config: RunConfig, _) -> dict:
-    from rad.report.build import ReportInputs, build_report
-
-    md, html = build_report(config.out_dir, ReportInputs(
-        diagnosis=config.stage_dir("diagnose") / "diagnosis.json", metrics=config.stage_dir("distill") / "metrics.jsonl",
-        evaluation=config.out_dir / "eval.json", bench=config.out_dir / "bench.json",
-        price_per_hour=config.price_per_hour), title=f"rad: {config.model}, k = {config.k}")
-    return {"markdown": str(md), "html": str(html)}
-
-
-STAGE_FUNCTIONS = {"diagnose": run_diagnose, "convert": run_convert, "distill": run_distill,
-                   "eval": run_eval, "bench": run_bench, "report": run_report}
 
 
 def run_command(config: RunConfig) -> None:

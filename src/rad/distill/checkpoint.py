@@ -35,6 +35,7 @@ class TrainState:
     stage: int  # the stage those steps are in (0: alignment, 1 or 2)
     metrics_lines: int  # lines of metrics.jsonl that belong to steps <= step
     settings: dict  # what must not change on resume (data, batch, losses, stages)
+    sized: int | None = None  # the steps a time budget gave the last stage, once measured (rad.distill.budget)
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
@@ -55,6 +56,7 @@ def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optim
     groups = [{key: value for key, value in group.items() if key != "params"} for group in optim["param_groups"]]
     (tmp / "state.json").write_text(json.dumps({
         "step": state.step, "stage": state.stage, "metrics_lines": state.metrics_lines, "settings": state.settings,
+        "sized": state.sized,
         "param_groups": groups, "scheduler": scheduler.state_dict(), "python_random": random.getstate(),
     }))
     shutil.rmtree(final, ignore_errors=True)  # only a resumed run that re-reached this step has one
@@ -79,7 +81,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def read_state(path: Path) -> tuple[TrainState, dict]:
     raw = json.loads((path / "state.json").read_text())
-    return TrainState(raw["step"], raw["stage"], raw["metrics_lines"], raw["settings"]), raw
+    return TrainState(raw["step"], raw["stage"], raw["metrics_lines"], raw["settings"], raw.get("sized")), raw
 
 
 def restore_model(path: Path, model: nn.Module) -> None:

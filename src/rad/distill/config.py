@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rad.errors import RadError
+from rad.machine import THREADS_HELP
 from rad.options import Options, internal, option
 
 DATA_HELP = ("task:math | task:code | task:math+code (a task named twice gets twice its share) | "
              "jsonl:PATH (texts or chat messages)")
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class DistillConfig(Options):
     stage2_warmup: int = option(10, help="stage 2 warm-up steps (at most its steps; then cosine decay)", low=0)
     stage2_params: str = option("all", help="what stage 2 trains: all | ssm | name globs, e.g. 'ssm,model.layers.*.mlp.*'")
     stage2_on_policy: float = option(0.0, help="stage 2: share of on-policy steps", low=0, high=1)
+    time_budget: float | None = option(None, help="seconds the distillation may take: its last stage's steps (at most "
+                                                   "the configured ones) are sized from its measured step time", above=0)
     min_lr_ratio: float = option(0.1, help="every stage's cosine decay ends at this share of its peak rate", low=0, high=1)
     on_policy_max_new_tokens: int = option(128, help="longest completion on an on-policy step", low=1)
     seq_len: int = option(256, help="tokens per row", low=2)
@@ -71,8 +74,9 @@ class DistillConfig(Options):
     resume: bool = option(False, help="continue from the latest checkpoint in --out")
     seed: int = option(0, help="seed of the data and the fresh parameters", low=0)
     device: str | None = option(None, help="cpu | cuda (default: cuda if available)")
-    mixed_precision: str | None = option(None, help="default: bf16 on GPU, no on CPU", choices=PRECISIONS)
-    threads: int = option(0, help="torch CPU threads per process (0: torch's default)", low=0)
+    mixed_precision: str = option("auto", help="auto: bf16 where the device runs it natively (a GPU with bf16, a CPU "
+                                               "with AMX or AVX512-BF16), else no (float32)", choices=PRECISIONS)
+    threads: int | str = option(0, help=f"{THREADS_HELP}, per process", low=0, words=("auto",))
     compile: bool = option(False, help="torch.compile the models' layers: faster steps after a one-off compile "
                                        "(minutes on a small CPU)")
     tensorboard: bool = option(False, help="also log to OUT/tensorboard (pip install 'rad[tensorboard]')")

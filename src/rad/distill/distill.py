@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
+from rad.distill.budget import StageBudget
 from rad.distill.config import DistillConfig
 from rad.distill.data import build_rows, check_data_spec, documents
 from rad.distill.on_policy import OnPolicy
@@ -24,6 +27,7 @@ from rad.distill.teacher import TopkCache, check_same_tokenizer
 from rad.distill.trainer import Trainer
 from rad.errors import RadError
 from rad.files import atomic_write_json
+from rad.machine import Precision, choose_precision, set_threads
 from rad.model.formats import load_config
 from rad.model.io import load_model, parse_dtype, resolve_model_dir, save_hybrid
 from rad.model.tokenizer import load_tokenizer
@@ -48,24 +52,35 @@ def check_config(config: DistillConfig) -> None:
         raise RadError(f"{checkpoints} holds an earlier run's checkpoints; pass --resume to continue it or choose another --out")
 
 
-def make_accelerator(config: DistillConfig) -> Accelerator:
+def make_accelerator(config: DistillConfig, precision: Precision | None = None) -> Accelerator:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = config.mixed_precision or ("bf16" if device.startswith("cuda") else "no")
+    name = (precision or choose_precision(config.mixed_precision, device)).name
     state = AcceleratorState._shared_state  # accelerate keeps one state per process, set by the first run
-    if state.get("_mixed_precision", precision) != precision and not torch.distributed.is_initialized():
+    if state.get("_mixed_precision", name) != name and not torch.distributed.is_initialized():
         # A later run in the same process (a notebook, a test) with another precision: accelerate would
         # refuse it; drop the first run's state (only its precision differs, the process is the same).
         AcceleratorState._reset_state()
-    return Accelerator(cpu=device == "cpu", mixed_precision=precision)
+    return Accelerator(cpu=device == "cpu", mixed_precision=name)
+
+
+def report_precision(precision: Precision, quiet: bool) -> None:
+    """Say which precision the run trains in and why; warn when a forced one will be slow here."""
+    if precision.warning:
+        warnings.warn(precision.warning, stacklevel=3)
+    if not quiet:
+        print(f"rad distill: precision {precision.name} ({precision.reason})", file=sys.stderr)
 
 
 def distill(config: DistillConfig) -> dict:
     """Run the distillation; returns the summary also written to OUT/distill.json."""
     check_config(config)
     started = time.perf_counter()
-    accelerator = make_accelerator(config)
-    if config.threads > 0:  # after accelerate, which sets its own count for multi-process CPU runs
-        torch.set_num_threads(config.threads)  # on a shared CPU, fewer threads avoid OpenMP spin-waiting
+    precision = choose_precision(config.mixed_precision, config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accelerator = make_accelerator(config, precision)
+    report_precision(precision, quiet=not (config.progress and accelerator.is_main_process))
+    # After accelerate, which sets its own count for multi-process CPU runs; on a shared CPU, fewer threads avoid
+    # OpenMP spin-waiting.
+    threads = set_threads(config.threads)
     set_seed(config.seed)
     student_dir, teacher_dir = resolve_model_dir(config.student), resolve_model_dir(config.teacher)
     tokenizer = load_tokenizer(student_dir)
@@ -92,9 +107,14 @@ def distill(config: DistillConfig) -> dict:
     if config.stage1_on_policy > 0 or config.stage2_on_policy > 0:
         on_policy = OnPolicy(config.data, tokenizer, config.seed, config.seq_len, config.pack, pad_id,
                              config.assistant_only, config.on_policy_max_new_tokens)
-    records = Trainer(config, student, teacher, rows, accelerator, settings, cache, on_policy).run()
+    budget = StageBudget(started + config.time_budget) if config.time_budget else None
+    trainer = Trainer(config, student, teacher, rows, accelerator, settings, cache, on_policy, budget)
+    records = trainer.run()
+    if trainer.sized is not None:  # the budget cut the last stage
+        total_steps -= trainer.stages[trainer.budgeted].steps - trainer.sized
 
-    summary = {"config": config.to_dict(), "steps": total_steps,
+    summary = {"config": config.to_dict(), "precision": {"name": precision.name, "reason": precision.reason},
+               "threads": threads, "steps": total_steps, "budget_sized_steps": trainer.sized,
                "final": records[-1] if records else None, "seconds": time.perf_counter() - started,
                "processes": accelerator.num_processes}
     if accelerator.is_main_process:

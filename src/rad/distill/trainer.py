@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rad.distill import checkpoint as ckpt
+from rad.distill.budget import StageBudget
 from rad.distill.config import DistillConfig, StageConfig
 from rad.distill.data import Rows
 from rad.distill.metrics import MetricsLog
@@ -45,11 +47,15 @@ def cosine_with_warmup(stage: StageConfig):
 class Trainer:
     def __init__(self, config: DistillConfig, student: nn.Module, teacher: nn.Module, rows: Rows,
                  accelerator: Accelerator, settings: dict, cache: TopkCache | None = None,
-                 on_policy: OnPolicy | None = None):  # fmt: skip
+                 on_policy: OnPolicy | None = None, budget: StageBudget | None = None):  # fmt: skip
+        """`budget`: size the last stage to end by its deadline (rad.distill.budget)."""
         self.config, self.student, self.teacher, self.rows = config, student, teacher, rows
         self.acc, self.settings, self.on_policy = accelerator, settings, on_policy
         self.losses = stage_losses(config, student, teacher, accelerator, cache)
         self.stages = config.stages()
+        self.budgeted = max(number for number, stage in self.stages.items() if stage.steps) if budget else None
+        self.budget = budget
+        self.sized: int | None = None  # the budgeted stage's length, once known
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         world, per_step = accelerator.num_processes, config.batch_size
@@ -63,6 +69,7 @@ class Trainer:
         resume, raw = self._resume_point()
         if resume is not None:
             ckpt.restore_model(self.checkpoints / f"step-{resume.step:06d}", self.student)
+            self.sized = resume.sized
         log = MetricsLog(self.out / "metrics.jsonl", resume.metrics_lines if resume else 0, self.config.tensorboard) \
             if self.acc.is_main_process else None
         done, records = resume.step if resume else 0, []
@@ -98,17 +105,43 @@ class Trainer:
         self.acc.free_memory()  # drop the previous stage's DDP wrapper: its gradient hooks must not linger
         model, optimizer = self.acc.prepare(self.student, optimizer)
         records = []
-        bar = tqdm(range(start, first + stage.steps), desc=f"distill stage {number}", unit="step",
+        budgeted = number == self.budgeted
+        if budgeted and self.sized is not None:
+            stage = self._resize(stage, self.sized, scheduler)
+        bar = tqdm(total=stage.steps, initial=start - first, desc=f"distill stage {number}", unit="step",
                    disable=not (self.config.progress and self.acc.is_main_process))
-        for step in bar:
+        step = start
+        while step < first + stage.steps:
+            if budgeted:
+                self.budget.step_started()
             record = self.train_step(model, optimizer, scheduler, params, step, number)
+            if budgeted and self.sized is None:
+                self.sized = self.budget.step_ended(step + 1 - first, stage.steps, self._agree)
+                if self.sized is not None:
+                    stage = self._resize(stage, self.sized, scheduler)
+                    bar.total = stage.steps
             records.append(record)
+            bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             if log is not None:
                 log.write(record)
-            if (step + 1) % self.config.save_every == 0 or step + 1 == first + stage.steps:
-                self._save(optimizer, names, scheduler, ckpt.TrainState(step + 1, number, log.lines if log else 0, self.settings))
+            step += 1
+            if step % self.config.save_every == 0 or step == first + stage.steps:
+                state = ckpt.TrainState(step, number, log.lines if log else 0, self.settings, self.sized)
+                self._save(optimizer, names, scheduler, state)
+        bar.close()
         return records
+
+    @staticmethod
+    def _resize(stage: StageConfig, steps: int, scheduler) -> StageConfig:
+        """The stage cut to `steps` by the time budget, its schedule's decay fitted to the new length."""
+        stage = replace(stage, steps=steps, warmup=min(stage.warmup, steps))
+        scheduler.lr_lambdas[0] = cosine_with_warmup(stage)
+        return stage
+
+    def _agree(self, seconds: float) -> float:
+        """The slowest process's step time, known to every process."""
+        return float(self.acc.reduce(torch.tensor([seconds], device=self.acc.device), reduction="max").item())
 
     def _save(self, optimizer, names, scheduler, state: ckpt.TrainState) -> None:
         if self.acc.is_main_process:

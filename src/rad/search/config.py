@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rad.errors import RadError
+from rad.machine import THREADS_HELP
 from rad.model.io import Placement
 from rad.options import Options, internal, nested, option
 from rad.search.bayes import SAMPLERS
@@ -40,7 +41,7 @@ class DiagnoseConfig(Options):
     # Decoding a small model for a few prompts gains little from more threads, and on a busy machine each waits
     # for the others: 1 thread ran a 50-trial diagnosis of an 8-layer, hidden-256 model in 38 s where 2 threads
     # spent 20 s per trial.
-    threads: int = option(0, help="torch CPU threads (0: torch's default; 1 on a busy machine)", low=0)
+    threads: int | str = option(0, help=THREADS_HELP, low=0, words=("auto",))
     progress: bool = internal(True, "the command turns the progress bar off with --json")
 
     def __post_init__(self):

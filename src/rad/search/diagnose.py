@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rad.errors import RadError
 from rad.files import atomic_write_json
+from rad.machine import set_threads
 from rad.options import require
 from rad.search.analysis import describe_sources, redundancy
 from rad.search.baselines import run_baselines
@@ -49,10 +50,7 @@ def diagnose(config: DiagnoseConfig) -> dict:
 
     require(config, "model", "out", "ks")
     check_writable(Path(config.out))
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     start = time.perf_counter()
     model_dir = resolve_model_dir(config.model)
     model_config = load_config(model_dir)  # enough to check k before the weights load

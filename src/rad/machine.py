@@ -1,0 +1,133 @@
+"""What machine rad runs on, and the defaults that depend on it: the training precision, the thread count,
+and a short calibration that names the machine beside every figure measured on it.
+
+Machines of one kind differ: a Xeon with AMX runs bfloat16 matrix products natively (distillation steps ran
+~1.8x float32's speed there), an AMD EPYC with AVX2 only emulates them (the same steps ran 15x slower than in
+float32, docs/results.md). So `--mixed-precision auto` picks bf16 only where the hardware has it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
+# The cost of bf16 without native support, measured (k = 4 distillation recipe, AMD EPYC with AVX2 only).
+THREADS_HELP = "torch CPU threads: a number, 0 (torch's default) or auto (the cores free now, by the load average)"
+EMULATED_BF16_COST = "15x slower than float32 (72-75 against ~1,150 tokens/s, measured on an AMD EPYC with AVX2 only)"
+
+
+@dataclass(frozen=True)
+class CpuFacts:
+    model: str  # the CPU's model name
+    capability: str  # torch's vector instruction level: AVX2, AVX512, ...
+    native_bf16: bool  # AMX or AVX512-BF16: bfloat16 arithmetic in hardware
+    cores: int
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_facts() -> CpuFacts:
+    flags = cpu_flags()
+    native = any(flag in flags for flag in BF16_FLAGS) if flags else torch.cpu._is_avx512_bf16_supported()
+    return CpuFacts(cpu_model(), torch.backends.cpu.get_cpu_capability(), native, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # accelerate's mixed precision: "no", "bf16" or "fp16"
+    reason: str  # why, in a sentence
+    warning: str | None = None  # set when the user forced a precision this machine runs slowly
+
+
+def choose_precision(requested: str, device: str, facts: CpuFacts | None = None) -> Precision:
+    """The training precision for `requested` ("auto", "no", "bf16", "fp16") on `device`."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        native, where = torch.cuda.is_bf16_supported(), f"GPU {torch.cuda.get_device_name(device)}"
+    else:
+        facts = facts or cpu_facts()
+        native, where = facts.native_bf16, f"CPU {facts.model} ({facts.capability})"
+    support = "runs bfloat16 natively" if native else "has no native bfloat16 (no AMX or AVX512-BF16)"
+    if requested == "auto":
+        return Precision("bf16" if native else "no", f"auto: the {where} {support}")
+    warning = None
+    if requested == "bf16" and not native and not cuda:
+        warning = f"--mixed-precision bf16 on the {where}, which {support}: expect it {EMULATED_BF16_COST}"
+    return Precision(requested, f"asked for ({where})", warning)
+
+
+def free_cores(load: float | None = None, cores: int | None = None) -> int:
+    """The cores no other work is using now (by the 1-minute load average), at least 1."""
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores, round(cores - load)))
+
+
+def resolve_threads(value: int | str) -> int:
+    """A threads option as torch takes it: "auto" -> the free cores; 0 -> torch's default (left as 0)."""
+    return free_cores() if value == "auto" else int(value)
+
+
+def set_threads(value: int | str) -> int:
+    """Apply a threads option (0 leaves torch's default); returns the count torch now uses."""
+    threads = resolve_threads(value)
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 512, seconds: float = 0.2) -> float:
+    """Measured GFLOP/s of square matrix products in `dtype` on the current threads: the calibration's step."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / elapsed / 1e9
+
+
+def calibration(device: str = "cpu", dtype: str = "float32") -> dict:
+    """The machine a figure came from: CPU (or GPU), threads, dtype, and measured matrix-product speeds."""
+    facts = cpu_facts()
+    info = {**asdict(facts), "threads": torch.get_num_threads(), "device": device, "dtype": dtype,
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["float32_gflops"] = matmul_gflops(torch.float32)
+        info["bfloat16_gflops"] = matmul_gflops(torch.bfloat16)
+    return info
+
+
+def describe(info: dict) -> str:
+    """One line naming the machine of a calibration."""
+    where = info.get("gpu") or f"{info['model']} ({info['capability']}, {'native' if info['native_bf16'] else 'no'} bf16)"
+    line = f"{where}, {info['threads']} threads, {info['dtype']}, torch {info['torch']}, {info['date']}"
+    if "float32_gflops" in info:
+        line += f"; matmul {info['float32_gflops']:.0f} GFLOP/s float32, {info['bfloat16_gflops']:.0f} bfloat16"
+    return line
