@@ -56,7 +56,24 @@ def test_markdown_has_every_section_and_its_figures(run_dir):
 
 def test_empty_run_still_gives_a_page(tmp_path):
     md, html = build_report(tmp_path, ReportInputs())
-    assert "Nothing to report" in md.read_text() and html.is_file()
+    assert "No evaluation or benchmark has been written yet" in md.read_text() and html.is_file()
+
+
+def test_the_verdict_comes_first_and_says_where_the_hybrid_pays(run_dir):
+    """Hybrid 1.2x and 1.6x the teacher at 256 and 1024 tokens with 95% of its math: it pays at both."""
+    bench = json.loads((run_dir / "bench.json").read_text())
+    bench["machine"] = {"model": "Test CPU 9000", "capability": "AVX2", "native_bf16": False, "cores": 2,
+                        "threads": 1, "dtype": "float32", "device": "cpu", "torch": "2.13.0", "date": "2026-12-07"}
+    (run_dir / "bench.json").write_text(json.dumps(bench))
+    text = build(run_dir)[0].read_text()
+    assert text.index("## Verdict") < text.index("## Distillation")
+    assert "math 80.0% -> 76.0% (95%)" in text and "| 1024 | 1 | 1.60x | 0.53 | +38% |" in text
+    assert "It pays on this machine at context 256 (batch 1), 1024 (batch 1)" in text
+    assert "Measured on: Test CPU 9000 (AVX2, no bf16), 1 threads, float32" in text
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    evaluation["models"]["hybrid"]["math"]["accuracy"] = 0.6  # 75% of the teacher: below the bar
+    (run_dir / "eval.json").write_text(json.dumps(evaluation))
+    assert "It does not pay on this machine yet: it keeps less than 95%" in build(run_dir)[0].read_text()
 
 
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")

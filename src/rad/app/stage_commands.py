@@ -12,6 +12,7 @@ from rad.app.command import MODEL_HELP, Command, JsonOutput
 from rad.app.convert import ConvertConfig
 from rad.distill.config import DistillConfig
 from rad.errors import RadError
+from rad.machine import describe
 from rad.eval.accuracy import EvalConfig
 from rad.eval.throughput import BenchConfig
 from rad.model.io import Placement
@@ -148,7 +149,7 @@ def run_bench(command: BenchCommand) -> None:
 
 
 def bench_ratios(result: dict) -> str:
-    lines = []
+    lines = [f"machine: {describe(result['machine'])}"]
     for entry in result["models"][1:]:
         lines.append(f"{entry['model']} vs {result['models'][0]['model']}:")
         lines += [f"  context {r['context']:>6}  batch {r['batch']:>3}  decode speed-up {r['decode_speedup']:.2f}x"

@@ -15,6 +15,7 @@ import torch
 
 from rad.decode.generate import generate
 from rad.errors import RadError
+from rad.machine import calibration
 from rad.model.io import load_model
 from rad.model.llama import CausalLM
 from rad.options import Options, option
@@ -106,4 +107,5 @@ def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", d
              "state_memory_ratio": p["state_bytes"] / b["state_bytes"] if b["state_bytes"] else None}
             for p, b in zip(entry["points"], baseline)
         ]
-    return {"device": str(device), "dtype": dtype, "new_tokens": config.new_tokens, "reps": config.reps, "models": entries}
+    return {"device": str(device), "dtype": dtype, "new_tokens": config.new_tokens, "reps": config.reps,
+            "machine": calibration(str(device), dtype), "models": entries}

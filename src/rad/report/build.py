@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rad.report import sections
 from rad.report.document import Section, write_report
+from rad.report.verdict import verdict_section
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ def _load(path: Path | None):
 
 
 def build_report(out_dir: Path, inputs: ReportInputs, title: str = "rad report") -> tuple[Path, Path]:
-    parts: list[Section] = []
+    evaluation, bench = _load(inputs.evaluation), _load(inputs.bench)
+    parts: list[Section] = [verdict_section(evaluation, bench, inputs.price_per_hour)]
     diagnosis = _load(inputs.diagnosis)
     if diagnosis:
         picture = Path(inputs.diagnosis).with_name("diagnosis.png")
@@ -37,14 +39,10 @@ def build_report(out_dir: Path, inputs: ReportInputs, title: str = "rad report")
     metrics = _load(inputs.metrics)
     if metrics:
         parts.append(sections.distillation_section(metrics))
-    evaluation = _load(inputs.evaluation)
     if evaluation:
         parts.append(sections.accuracy_section(evaluation))
-    bench = _load(inputs.bench)
     if bench:
         parts.append(sections.throughput_section(bench))
         if len(bench["models"]) > 1:
             parts.append(sections.cost_section(bench, inputs.price_per_hour))
-    if not parts:
-        parts.append(Section("Nothing to report", ["No stage of this run has written its results yet."]))
     return write_report(Path(out_dir), title, parts)
