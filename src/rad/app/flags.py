@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import typing
 
-from rad.errors import RadError
 from rad.options import INTERNAL, NESTED, OPTION, Option, field_types, flag_name, optional_inner
 
 
@@ -138,9 +137,6 @@ def build(cls, values: dict, defaults, path: tuple[str, ...] = ()):
             kwargs[f.name] = build(hints[f.name], values, default_of(f, defaults), key)
         elif key in values:
             kwargs[f.name] = values[key]
-        elif f.init:
+        else:
             kwargs[f.name] = default_of(f, defaults)
-    try:
-        return cls(**kwargs)
-    except TypeError as err:  # a dataclass refusing its arguments is a bug in the flags, not the user's
-        raise RadError(f"internal error building {cls.__name__}: {err}") from err
+    return cls(**kwargs)
