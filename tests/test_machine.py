@@ -1,6 +1,7 @@
 """Machine-aware defaults: the training precision from the CPU's capability (injected here), the thread count from
 the load, and the calibration that names the machine."""
 
+import threading
 import warnings
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from rad.app.cli import parse
 from rad.distill.distill import report_precision
-from rad.machine import CpuFacts, calibration, choose_precision, describe, free_cores, resolve_threads
+from rad.machine import CpuFacts, busy_elsewhere, calibration, choose_precision, describe, free_cores, resolve_threads
 
 AVX2 = CpuFacts("AMD EPYC", "AVX2", native_bf16=False, cores=2)
 AMX = CpuFacts("Intel Xeon", "AVX512", native_bf16=True, cores=2)
@@ -32,9 +33,24 @@ def test_forced_bf16_without_native_support_warns_with_the_measured_cost():
         report_precision(choose_precision("auto", "cpu", AVX2), quiet=True)  # auto never warns
 
 
-@pytest.mark.parametrize("load, cores, free", [(0.0, 2, 2), (1.2, 2, 1), (1.6, 2, 1), (7.5, 2, 1), (0.4, 8, 8), (2.6, 8, 5)])
-def test_free_cores_stay_within_one_and_all(load, cores, free):
-    assert free_cores(load, cores) == free
+@pytest.mark.parametrize("busy, cores, free", [(0.0, 2, 2), (1.2, 2, 1), (1.6, 2, 1), (7.5, 2, 1), (0.4, 8, 8), (2.6, 8, 5)])
+def test_free_cores_stay_within_one_and_all(busy, cores, free):
+    assert free_cores(busy, cores) == free
+
+
+def test_this_process_own_work_is_not_counted_as_busy():
+    """A thread of ours spinning while the machine is measured must not take a core from "auto" (the load average
+    would count it: a demo's own decoding left its distillation one thread of two)."""
+    quiet = busy_elsewhere(0.5)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        spinning = busy_elsewhere(0.5)
+    finally:
+        stop.set()
+        spinner.join()
+    assert spinning - quiet < 0.5  # counted, our spinner would add about one core
 
 
 def test_threads_auto_is_a_flag_value_and_a_count_within_the_cores():

@@ -19,7 +19,7 @@ import torch
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
 # The cost of bf16 without native support, measured (k = 4 distillation recipe, AMD EPYC with AVX2 only).
-THREADS_HELP = "torch CPU threads: a number, 0 (torch's default) or auto (the cores free now, by the load average)"
+THREADS_HELP = "torch CPU threads: a number, 0 (torch's default) or auto (the cores other processes leave free now)"
 EMULATED_BF16_COST = "15x slower than float32 (72-75 against ~1,150 tokens/s, measured on an AMD EPYC with AVX2 only)"
 
 
@@ -80,11 +80,30 @@ def choose_precision(requested: str, device: str, facts: CpuFacts | None = None)
     return Precision(requested, f"asked for ({where})", warning)
 
 
-def free_cores(load: float | None = None, cores: int | None = None) -> int:
-    """The cores no other work is using now (by the 1-minute load average), at least 1."""
+def free_cores(busy: float | None = None, cores: int | None = None) -> int:
+    """The cores no other work is using now (`busy`: cores' worth of it, measured if not given), at least 1."""
     cores = cores or os.cpu_count() or 1
-    load = os.getloadavg()[0] if load is None else load
-    return max(1, min(cores, round(cores - load)))
+    busy = busy_elsewhere() if busy is None else busy
+    return max(1, min(cores, round(cores - busy)))
+
+
+def busy_elsewhere(seconds: float = 0.5) -> float:
+    """Cores' worth of CPU time that other processes used over the next `seconds` (from /proc: the machine's busy
+    time less this process's own; the load average would count this process too). Falls back to the 1-minute load
+    average where /proc is missing."""
+    def ticks() -> tuple[int, int]:
+        machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        busy = sum(machine) - machine[3] - machine[4]  # all but idle and iowait
+        return busy, int(own[11]) + int(own[12])  # utime + stime of every thread of this process
+
+    try:
+        (busy0, own0) = ticks()
+        time.sleep(seconds)
+        busy1, own1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+    return max(0.0, (busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / seconds
 
 
 def resolve_threads(value: int | str) -> int:
