@@ -2,8 +2,8 @@
 and a short calibration that names the machine beside every figure measured on it.
 
 Machines of one kind differ: a Xeon with AMX runs bfloat16 matrix products natively (distillation steps ran
-~1.8x float32's speed there), an AMD EPYC with AVX2 only emulates them (the same steps ran 15x slower than in
-float32, docs/results.md). So `--mixed-precision auto` picks bf16 only where the hardware has it.
+~1.8x float32's speed there), an AMD EPYC with AVX2 only emulates them (steps ran 15-20x slower than in float32,
+docs/results.md). So `--mixed-precision auto` picks bf16 only where the hardware has it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
 # The cost of bf16 without native support, measured (k = 4 distillation recipe, AMD EPYC with AVX2 only).
 THREADS_HELP = "torch CPU threads: a number, 0 (torch's default) or auto (the cores other processes leave free now)"
-EMULATED_BF16_COST = "15x slower than float32 (72-75 against ~1,150 tokens/s, measured on an AMD EPYC with AVX2 only)"
+EMULATED_BF16_COST = ("about 20x slower than float32 (a demo distillation step took 61.4 s against 3.1 s on an AMD "
+                      "EPYC with AVX2 only)")
 
 
 @dataclass(frozen=True)
