@@ -6,7 +6,7 @@ import pytest
 
 from rad.app.cli import main
 from rad.errors import RadError
-from rad.eval.accuracy import truncate_completion
+from rad.eval.humaneval import truncate_completion
 from rad.eval.tasks import load_task
 
 FIXTURE = "tests/fixtures/gsm8k_small.jsonl"

@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from rad.eval.humaneval import CompletionResult, check_completions, estimate_pass_at_k, load_problems
+from rad.eval.humaneval import (CompletionResult, check_completions, estimate_pass_at_k, load_problems,
+                                truncate_completion)
 from rad.eval.passk import pass_at_k
 
 
@@ -40,6 +41,14 @@ def test_wrong_bodies_all_fail(problems):
     # Each problem gets the next problem's reference solution: real code, solving the wrong task.
     shifted = zip(problems, problems[1:] + problems[:1])
     results = check_completions(problems, {p.task_id: [q.canonical_solution] for p, q in shifted})
+    assert len(results) == 164 and [r.task_id for r in results if r.passed] == []
+
+
+def test_an_early_exit_after_the_body_fails_every_problem(problems):
+    """The completion that once passed everything: it returns None, then exits with status 0 before the tests."""
+    sneaky = "    return None\nimport os\nos._exit(0)\n"
+    assert truncate_completion(sneaky) == "    return None"  # what rad eval runs
+    results = check_completions(problems, {p.task_id: [sneaky] for p in problems})  # and the whole of it
     assert len(results) == 164 and [r.task_id for r in results if r.passed] == []
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rad.errors import RadError
+from rad.eval.isolation import require_isolation
 from rad.eval.sandbox import Isolation, detect_isolation, run_many, run_program
 
 FULL = "full"
@@ -178,3 +180,69 @@ def test_missing_bwrap_is_announced_not_silent(tmp_path, monkeypatch):
         fallback = detect_isolation.__wrapped__()  # bypass the per-process cache
     assert fallback.backend == ("unshare" if unshare else "none") and fallback.python_guard
     assert run_program("print(1)", isolation=fallback).status == "passed"
+
+
+def test_the_home_directory_is_not_visible(tmp_path):
+    """Under bubblewrap the program sees the system and the interpreter, not the user's files: a decoy secret
+    placed in the home directory cannot be read."""
+    if detect_isolation().backend != "bwrap":
+        pytest.skip(f"needs bubblewrap ({detect_isolation().describe()})")
+    decoy = Path.home() / f".rad-sandbox-decoy-{os.getpid()}"
+    decoy.write_text("secret")
+    try:
+        code = f"""
+for path in ({str(decoy)!r}, {str(Path.cwd())!r} + "/pyproject.toml", "/etc/hostname"):
+    try:
+        print(open(path).read())
+    except OSError as err:
+        print(type(err).__name__)
+"""
+        result = run_program(code)
+    finally:
+        decoy.unlink()
+    assert result.status == "passed", result.stderr
+    assert "secret" not in result.stdout and result.stdout.split() == ["FileNotFoundError"] * 3
+
+
+def test_switching_the_guard_off_changes_nothing_on_the_host(tmp_path):
+    """The guard's state is reachable from Python (gc): a program that rewrites it to allow every path can then
+    write wherever the OS lets it. Under bubblewrap the host is not mounted writable (nor, mostly, at all)."""
+    if detect_isolation().backend != "bwrap":
+        pytest.skip(f"needs bubblewrap ({detect_isolation().describe()})")
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as outside:
+        targets = [Path(outside) / "escaped.txt", tmp_path / "escaped.txt", Path.home() / f"escaped-{os.getpid()}.txt"]
+        code = f"""
+import gc, os
+for f in gc.get_objects():
+    if type(f).__name__ == "function" and f.__name__ in ("guard", "inside") and f.__closure__:
+        for cell in f.__closure__:
+            if cell.cell_contents.__class__ is str:
+                cell.cell_contents = "/"
+wrote = []
+for target in {[str(t) for t in targets]!r}:
+    try:
+        open(target, "w").write("x")
+        wrote.append(target)
+    except OSError:
+        pass
+print(len(wrote))
+"""
+        result = run_program(code)
+        assert result.status == "passed" and result.stdout == "0\n", result.stderr + result.stdout
+        assert not any(t.exists() for t in targets)
+
+
+def test_code_evaluation_refuses_without_os_isolation(monkeypatch):
+    import rad.eval.isolation as isolation_module
+
+    monkeypatch.setattr(isolation_module, "detect_isolation", lambda: Isolation("unshare", None))
+    with pytest.raises(RadError, match="needs OS isolation.*--allow-unsandboxed"):
+        require_isolation()
+    assert require_isolation(allow_unsandboxed=True).backend == "unshare"
+
+
+def test_a_program_that_exits_early_with_status_0_does_not_pass():
+    early = run_program("import os\nos._exit(0)\nassert False", must_finish=True)
+    assert early.status == "failed" and early.returncode == 0 and "no completion token" in early.stderr
+    finished = run_program("print('done')", must_finish=True)
+    assert finished.status == "passed" and finished.stdout == "done\n"  # the token is checked and taken out

