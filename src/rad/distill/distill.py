@@ -77,7 +77,6 @@ def distill(config: DistillConfig) -> dict:
     started = time.perf_counter()
     precision = choose_precision(config.mixed_precision, config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     accelerator = make_accelerator(config, precision)
-    report_precision(precision, quiet=not (config.progress and accelerator.is_main_process))
     # After accelerate, which sets its own count for multi-process CPU runs; on a shared CPU, fewer threads avoid
     # OpenMP spin-waiting.
     threads = set_threads(config.threads)
@@ -109,6 +108,8 @@ def distill(config: DistillConfig) -> dict:
                              config.assistant_only, config.on_policy_max_new_tokens)
     budget = StageBudget(started + config.time_budget) if config.time_budget else None
     trainer = Trainer(config, student, teacher, rows, accelerator, settings, cache, on_policy, budget)
+    # Said once everything the user gave has been checked (a mistake stays one line on stderr), as training starts.
+    report_precision(precision, quiet=not (config.progress and accelerator.is_main_process))
     records = trainer.run()
     if trainer.sized is not None:  # the budget cut the last stage
         total_steps -= trainer.stages[trainer.budgeted].steps - trainer.sized

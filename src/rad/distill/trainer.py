@@ -53,6 +53,9 @@ class Trainer:
         self.acc, self.settings, self.on_policy = accelerator, settings, on_policy
         self.losses = stage_losses(config, student, teacher, accelerator, cache)
         self.stages = config.stages()
+        for stage in self.stages.values():  # a stage with nothing to train fails now, not after the stages before it
+            if stage.steps:
+                select_parameters(student, stage.params)
         self.budgeted = max(number for number, stage in self.stages.items() if stage.steps) if budget else None
         self.budget = budget
         self.sized: int | None = None  # the budgeted stage's length, once known
