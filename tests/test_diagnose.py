@@ -9,8 +9,11 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import pytest
 import torch
+from fixed_costs import fixed_costs
 from tiny_models import word_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -149,3 +152,45 @@ def test_a_killed_run_resumes_with_its_trials(redundant_dir, prompt_files, tmp_p
     assert {t["number"]: (t["skip"], t["value"]) for t in trials if t["number"] in before} == before
     skips = [tuple(t["skip"]) for t in trials]
     assert len(set(skips)) == 7  # nothing was evaluated twice across the two runs
+
+
+# The killed process: the cost model's fixed costs (as in this process) and a death during the n-th evaluation.
+FIXED_COSTS = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import rad.eval.profiling
+from fixed_costs import fixed_costs
+rad.eval.profiling.measure_costs = fixed_costs
+"""
+DIES_AT_EVALUATION = """
+import os
+import rad.search.speedup as speedup
+evaluations, evaluate = [0], speedup.SpeedupObjective.__call__
+def dies(self, skip, measure=False):
+    evaluations[0] += 1
+    if evaluations[0] == {n}:
+        os._exit(9)  # as kill -9 would: the trial stays RUNNING in the study
+    return evaluate(self, skip, measure)
+speedup.SpeedupObjective.__call__ = dies
+"""
+
+
+def test_a_run_killed_during_a_trial_resumes_to_the_uninterrupted_search(redundant_dir, prompt_files, tmp_path,
+                                                                          monkeypatch):
+    """The default sampler, killed while evaluating its 4th set: the resumed search evaluates that set (a trial
+    left RUNNING once hid it for good) and ends with the uninterrupted search's trials, in order, and best set."""
+    argv = ["diagnose", str(redundant_dir), "--k", "2", "--trials", "8", "--n-prompts", "1", "--max-new-tokens", "6",
+            "--prompts", prompt_files[0]]
+    monkeypatch.setattr("rad.eval.profiling.measure_costs", fixed_costs)
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    script = FIXED_COSTS + DIES_AT_EVALUATION.replace("{n}", "4") + \
+        f"from rad.app.cli import main\nmain({[*argv, '--out', str(tmp_path / 'killed')]!r})\n"
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    assert complete_trials(tmp_path / "killed" / "study.db") == 3
+    assert main([*argv, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    whole, resumed = (json.loads((tmp_path / name / "diagnosis.json").read_text())["results"]["2"]
+                      for name in ("whole", "killed"))
+    assert [t["skip"] for t in resumed["trials"]] == [t["skip"] for t in whole["trials"]]
+    assert resumed["best_layers"] == whole["best_layers"] == list(QUIET)

@@ -215,3 +215,22 @@ def test_bf16_autocast_on_cpu_follows_float32(setup, tmp_path):
     written, source = weights(tmp_path / "bf16"), weights(hybrid)
     assert written.keys() == source.keys()
     assert all(w.dtype == source[n].dtype for n, w in written.items())
+
+
+def test_killed_while_saving_the_model_resumes_to_a_complete_summary(setup, tmp_path, monkeypatch):
+    """The last checkpoint is written, then the run dies writing the distilled model: the resumed run has no step
+    left, and its distill.json still holds the final step's figures, those of a run that was never killed."""
+    teacher, hybrid, data = setup
+    distill(config(hybrid, teacher, data, tmp_path / "whole", steps1=3))
+    killed = tmp_path / "killed"
+    with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr("rad.distill.distill.save_student", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        distill(config(hybrid, teacher, data, killed, steps1=3))
+    assert not (killed / "distill.json").exists()
+    resumed = distill(config(hybrid, teacher, data, killed, steps1=3, resume=True))
+    whole = json.loads((tmp_path / "whole" / "distill.json").read_text())
+    final = json.loads((killed / "distill.json").read_text())["final"]
+    assert resumed["final"] == final and final is not None
+    assert {k: v for k, v in final.items() if k != "tokens_per_s"} == \
+        {k: v for k, v in whole["final"].items() if k != "tokens_per_s"}
+    assert all(torch.equal(weights(killed)[n], w) for n, w in weights(tmp_path / "whole").items())

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from rad.errors import RadError
+
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
-# The cost of bf16 without native support, measured (k = 4 distillation recipe, AMD EPYC with AVX2 only).
 THREADS_HELP = "torch CPU threads: a number, 0 (torch's default) or auto (the cores other processes leave free now)"
+# The cost of bf16 without native support, measured (docs/results.md, machine-aware defaults).
 EMULATED_BF16_COST = ("about 20x slower than float32 (a demo distillation step took 61.4 s against 3.1 s on an AMD "
                       "EPYC with AVX2 only)")
 
@@ -118,6 +120,28 @@ def set_threads(value: int | str) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the machine can still give (MemAvailable), or None where /proc/meminfo is missing."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(needed: int, what: str, device: str = "cpu") -> None:
+    """A RadError, before anything is allocated, when `what` needs more memory than the machine has free."""
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = available_memory()
+    if free is not None and needed > free:
+        raise RadError(f"{what} needs {needed / 2**30:,.1f} GiB of memory; this machine has {free / 2**30:,.1f} GiB "
+                       "available. Use a shorter context, fewer new tokens or a smaller batch")
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 512, seconds: float = 0.2) -> float:

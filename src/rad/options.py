@@ -50,6 +50,14 @@ def option(default=MISSING, *, help: str, default_factory=MISSING, **spec) -> da
     return dataclasses.field(default=default, default_factory=default_factory, metadata={OPTION: Option(help, **spec)})
 
 
+SEED_MAX = 2**32 - 1  # numpy's and Optuna's generators take seeds below 2**32
+
+
+def seed_option(help: str) -> dataclasses.Field:
+    """A seed: a whole number from 0 to SEED_MAX, default 0."""
+    return option(0, help=help, low=0, high=SEED_MAX)
+
+
 def nested(factory, prefix: str = "", aliases: dict | None = None) -> dataclasses.Field:
     """A field holding another config (made by `factory`), whose options become this one's."""
     return dataclasses.field(default_factory=factory, metadata={NESTED: Nested(prefix, aliases or {})})

@@ -11,7 +11,7 @@ from rad.model.bamba import bamba_incompatibility
 from rad.model.convert import INITS, convert
 from rad.model.formats import load_config
 from rad.model.io import DTYPES, load_model, resolve_model_dir, save_hybrid
-from rad.options import Options, option
+from rad.options import Options, option, seed_option
 from rad.search.schema import read_diagnosis
 
 
@@ -19,7 +19,7 @@ from rad.search.schema import read_diagnosis
 class ConvertConfig(Options):
     init: str = option("rad", help="rad: out_proj <- o_proj, in_proj <- 0 (the draft model exactly); "
                                    "kqvo: x, B, C <- v, k, q", choices=INITS)
-    seed: int = option(0, help="seed of the freshly initialised mixer parameters", low=0)
+    seed: int = seed_option("seed of the freshly initialised mixer parameters")
 
 
 def layers_from_diagnosis(path: str | Path, k: int) -> list[int]:

@@ -51,14 +51,17 @@ class GenerateCommand(JsonOutput):
 
 def run_generate(command: GenerateCommand) -> None:
     from rad.decode.generate import generate
+    from rad.decode.loop import check_positions
     from rad.eval.profiling import profile_speculative
+    from rad.model.formats import load_config
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import encode_prompt, load_tokenizer
 
     model_dir = resolve_model_dir(command.model)
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, command.placement.device, command.placement.dtype)
     prompt = encode_prompt(tokenizer, command.prompt, chat=command.chat)
+    check_positions(load_config(model_dir), len(prompt), command.max_new_tokens)  # before the weights load
+    model = load_model(model_dir, command.placement.device, command.placement.dtype)
     if command.speculative:
         profile = profile_speculative(model, [prompt], command.max_new_tokens, command.sampling, skip=command.skip,
                                       policy=command.policy)

@@ -23,9 +23,9 @@ from rad.distill.config import DATA_HELP, DistillConfig
 from rad.errors import RadError
 from rad.eval.accuracy import EvalConfig
 from rad.eval.throughput import BenchConfig
-from rad.files import atomic_write_json
+from rad.files import atomic_write_json, folder_lock
 from rad.machine import THREADS_HELP, set_threads
-from rad.options import Options, nested, option
+from rad.options import Options, nested, option, seed_option
 from rad.search.config import DiagnoseConfig
 
 STAGES = ("diagnose", "convert", "bench", "baseline", "distill", "eval", "report")
@@ -45,7 +45,7 @@ class RunConfig(Options):
     data: str = option("task:math+code", help=f"distillation data: {DATA_HELP}")
     tasks: list[str] = option(default_factory=lambda: ["math", "code"], help="evaluation tasks, e.g. math,code")
     price_per_hour: float = option(2.0, help="USD per machine-hour, for the report's cost section", above=0)
-    seed: int = option(0, help="seed of every stage", low=0)
+    seed: int = seed_option("seed of every stage")
     device: str = option("cpu", help="torch device of every stage")
     threads: int | str = option(0, help=f"{THREADS_HELP} (1 on a busy machine)", low=0, words=("auto",))
     time_budget: float | None = option(None, help="seconds the whole run may take: the distillation's last stage is "
@@ -123,6 +123,11 @@ def check_run(config: RunConfig) -> None:
 def run(config: RunConfig, log=print) -> dict:
     """Run (or resume) every stage; return {stage: its summary}."""
     check_run(config)
+    with folder_lock(config.out_dir, "rad run"):
+        return run_stages(config, log)
+
+
+def run_stages(config: RunConfig, log) -> dict:
     set_threads(config.threads)
     atomic_write_json(config.out_dir / "run.json", asdict(config))
     started = time.perf_counter()

@@ -103,8 +103,10 @@ class EvalCommand(JsonOutput):
 
 
 def run_eval(command: EvalCommand) -> None:
+    from rad.decode.loop import check_positions
     from rad.eval.accuracy import evaluate
     from rad.eval.tasks import check_task_spec
+    from rad.model.formats import load_config
     from rad.files import atomic_write_jsonl
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
@@ -115,6 +117,7 @@ def run_eval(command: EvalCommand) -> None:
 
         require_isolation(command.settings.allow_unsandboxed)
     model_dir = resolve_model_dir(command.model)
+    check_positions(load_config(model_dir), 1, command.settings.max_new_tokens)  # each prompt's length: when decoded
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir, command.placement.device, command.placement.dtype)
     result = evaluate(model, tokenizer, command.settings)

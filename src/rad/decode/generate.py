@@ -21,9 +21,10 @@ STOP_CHECK_INTERVAL = 8  # steps between host syncs that test "all rows finished
 @torch.inference_mode()
 def generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
              sampling: SamplingConfig = SamplingConfig(), stop_tokens: Collection[int] | None = None,
-             skip: Collection[int] = ()) -> GenerationOutput:
-    """Generate up to `max_new_tokens` for each prompt (token id lists), skipping attention in `skip`."""
-    skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
+             skip: Collection[int] = (), beyond_positions: bool = False) -> GenerationOutput:
+    """Generate up to `max_new_tokens` for each prompt (token id lists), skipping attention in `skip`
+    (`beyond_positions`: allow more positions than the model has, for a speed measurement)."""
+    skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip, beyond_positions)
     device = model.device
     batch = ids.shape[0]
     uniforms = None if sampling.greedy else row_uniforms([sampling.seed + r for r in range(batch)], max_new_tokens, device)

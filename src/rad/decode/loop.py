@@ -14,7 +14,9 @@ from typing import NamedTuple
 import torch
 
 from rad.errors import RadError
-from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache
+from rad.machine import check_memory
+from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache, cache_bytes
+from rad.model.config import ModelConfig
 from rad.model.llama import CausalLM
 
 
@@ -65,12 +67,30 @@ def pad_prompts(prompts: Sequence[Sequence[int]], device, pad_id: int = 0) -> tu
     return ids, lengths
 
 
+def check_positions(config: ModelConfig, longest_prompt: int, max_new_tokens: int) -> None:
+    """A RadError when a prompt and its new tokens would run past the positions the model was trained for (its
+    output there is not to be trusted: refused, not decoded silently)."""
+    if longest_prompt + max_new_tokens > config.max_position_embeddings:
+        raise RadError(f"a prompt of {longest_prompt} tokens and {max_new_tokens} new tokens need "
+                       f"{longest_prompt + max_new_tokens} positions; the model has {config.max_position_embeddings} "
+                       "(max_position_embeddings): shorten the prompt or ask for fewer new tokens")
+
+
 def check_request(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                  stop_tokens: Collection[int] | None, skip: Collection[int]) -> Request:  # fmt: skip
-    """Validate a generation request; stop tokens default to the model's end-of-sequence tokens."""
+                  stop_tokens: Collection[int] | None, skip: Collection[int], beyond_positions: bool = False,
+                  extra_slots: int = 0) -> Request:  # fmt: skip
+    """Validate a generation request; stop tokens default to the model's end-of-sequence tokens. The request
+    must fit the model's positions (unless `beyond_positions`: a speed measurement, whose tokens nobody reads) and
+    its cache (the longest prompt, the new tokens and `extra_slots` per row) the machine's memory."""
     if max_new_tokens < 1:
         raise RadError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     skip = model.config.check_skip(skip)
+    longest = max((len(p) for p in prompts), default=0)
+    if not beyond_positions:
+        check_positions(model.config, longest, max_new_tokens)
+    check_memory(cache_bytes(model.config, len(prompts), longest + max_new_tokens + extra_slots, model.dtype),
+                 f"a cache for {len(prompts)} rows of {longest + max_new_tokens + extra_slots} tokens",
+                 model.device.type)
     stop_tokens = model.config.eos_token_ids if stop_tokens is None else list(stop_tokens)
     return Request(skip, stop_tokens, *pad_prompts(prompts, model.device))
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from rad.options import Options, option
+from rad.options import Options, option, seed_option
 
 
 @dataclass(frozen=True)
 class SamplingConfig(Options):
     temperature: float = option(0.0, help="sampling temperature; 0 = greedy", low=0)
     top_p: float = option(1.0, help="nucleus sampling: keep the smallest set of tokens with this much mass", above=0, high=1)
-    seed: int = option(0, help="sampling seed (row r of a batch uses seed + r)", low=0)
+    seed: int = seed_option("sampling seed (row r of a batch uses seed + r)")
 
     @property
     def greedy(self) -> bool:

@@ -186,7 +186,8 @@ def speculative_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_
                          skip: Collection[int] = (), policy: DraftPolicy = DraftPolicy()) -> SpeculativeOutput:
     """Generate like `generate`, drafting with the attention of layers `skip` skipped; the output carries
     the acceptance statistics (`stats`). How it compares with plain decoding is rad.eval.profiling's job."""
-    skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip)
+    skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip,
+                                                    extra_slots=policy.max_drafts + 1)
     device = model.device
     batch, draft_len = ids.shape[0], policy.max_drafts
     span = max_new_tokens + draft_len + 1  # token positions a row can write to, drafts past its end included

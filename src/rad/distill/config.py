@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from rad.errors import RadError
 from rad.machine import THREADS_HELP
-from rad.options import Options, internal, option
+from rad.options import Options, internal, option, seed_option
 
 DATA_HELP = ("task:math | task:code | task:math+code (a task named twice gets twice its share) | "
              "jsonl:PATH (texts or chat messages)")
@@ -72,7 +72,7 @@ class DistillConfig(Options):
     save_every: int = option(50, help="checkpoint every N steps (and at the end of each stage)", low=1)
     keep_checkpoints: int = option(2, help="checkpoints kept in OUT/checkpoints", low=1)
     resume: bool = option(False, help="continue from the latest checkpoint in --out")
-    seed: int = option(0, help="seed of the data and the fresh parameters", low=0)
+    seed: int = seed_option("seed of the data and the fresh parameters")
     device: str | None = option(None, help="cpu | cuda (default: cuda if available)")
     mixed_precision: str = option("auto", help="auto: bf16 where the device runs it natively (a GPU with bf16, a CPU "
                                                "with AMX or AVX512-BF16), else no (float32)", choices=PRECISIONS)

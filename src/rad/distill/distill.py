@@ -7,6 +7,7 @@ checkpoints/ (for --resume).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -22,11 +23,12 @@ from accelerate.utils import set_seed
 from rad.distill.budget import StageBudget
 from rad.distill.config import DistillConfig
 from rad.distill.data import build_rows, check_data_spec, documents
+from rad.distill.metrics import read_metrics
 from rad.distill.on_policy import OnPolicy
 from rad.distill.teacher import TopkCache, check_same_tokenizer
 from rad.distill.trainer import Trainer
 from rad.errors import RadError
-from rad.files import atomic_write_json
+from rad.files import atomic_write_json, folder_lock
 from rad.machine import Precision, choose_precision, set_threads
 from rad.model.formats import load_config
 from rad.model.io import load_model, parse_dtype, resolve_model_dir, save_hybrid
@@ -77,6 +79,12 @@ def distill(config: DistillConfig) -> dict:
     started = time.perf_counter()
     precision = choose_precision(config.mixed_precision, config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     accelerator = make_accelerator(config, precision)
+    # One process of a run holds OUT (the others of an accelerate launch write nothing there).
+    with folder_lock(config.out, "rad distill") if accelerator.is_main_process else contextlib.nullcontext():
+        return train(config, precision, accelerator, started)
+
+
+def train(config: DistillConfig, precision: Precision, accelerator: Accelerator, started: float) -> dict:
     # After accelerate, which sets its own count for multi-process CPU runs; on a shared CPU, fewer threads avoid
     # OpenMP spin-waiting.
     threads = set_threads(config.threads)
@@ -116,13 +124,19 @@ def distill(config: DistillConfig) -> dict:
 
     summary = {"config": config.to_dict(), "precision": {"name": precision.name, "reason": precision.reason},
                "threads": threads, "steps": total_steps, "budget_sized_steps": trainer.sized,
-               "final": records[-1] if records else None, "seconds": time.perf_counter() - started,
+               "final": records[-1] if records else last_record(Path(config.out)), "seconds": time.perf_counter() - started,
                "processes": accelerator.num_processes}
     if accelerator.is_main_process:
         save_student(student, student_dir, Path(config.out))
         atomic_write_json(Path(config.out) / "distill.json", summary)
     accelerator.wait_for_everyone()
     return summary
+
+
+def last_record(out: Path) -> dict | None:
+    """The last step's metrics, for a resumed run that had no step left to train (killed while saving the model)."""
+    metrics = out / "metrics.jsonl"
+    return read_metrics(metrics)[-1] if metrics.is_file() and metrics.stat().st_size else None
 
 
 def save_student(student, student_dir: Path, out: Path) -> None:

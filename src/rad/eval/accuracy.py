@@ -12,13 +12,13 @@ from tqdm import tqdm
 from rad.decode.generate import generate
 from rad.eval.tasks import TASK_NAMES, EvalItem, load_task
 from rad.model.llama import CausalLM
-from rad.options import Options, option
+from rad.options import Options, option, seed_option
 
 @dataclass(frozen=True)
 class EvalConfig(Options):
     task: str = option("math", help=f"the task: {' | '.join(TASK_NAMES)}")
     n: int = option(200, help="number of problems", low=1)
-    seed: int = option(0, help="which held-out problems (math, code)", low=0)
+    seed: int = seed_option("which held-out problems (math, code)")
     batch_size: int = option(16, help="prompts decoded together", low=1)
     max_new_tokens: int = option(256, help="longest answer", low=1)
     skip: list[int] = option(default_factory=list, help="evaluate with these attention layers skipped, e.g. 1,3", low=0)

@@ -16,7 +16,7 @@ Names: Bamba's `feed_forward`, `pre_ff_layernorm` and `model.final_layernorm` ar
 from __future__ import annotations
 
 from rad.errors import RadError
-from rad.model.config import ModelConfig, SSMConfig
+from rad.model.config import ModelConfig, SSMConfig, count_field
 from rad.model.families import common_fields
 
 _RENAMES = [(".feed_forward.", ".mlp."), (".pre_ff_layernorm.", ".post_attention_layernorm."),
@@ -45,7 +45,7 @@ _DEFAULTS = {"vocab_size": 128000, "rms_norm_eps": 1e-5, "max_position_embedding
 def config_from_bamba(raw: dict) -> ModelConfig:
     """A ModelConfig from a Bamba config.json."""
     raw = {**_DEFAULTS, **raw}
-    rope = raw.get("rope_parameters") or {}
+    rope = raw.get("rope_parameters") if isinstance(raw.get("rope_parameters"), dict) else {}
     partial = rope.get("partial_rotary_factor", raw.get("partial_rotary_factor", 0.5))
     if partial != 1.0:
         raise RadError(
@@ -60,8 +60,11 @@ def config_from_bamba(raw: dict) -> ModelConfig:
         raise RadError("rad's Mamba2 mixer does not clamp dt (time_step_limit); this Bamba config does")
     try:
         fields = common_fields(raw)
-        heads, dim = raw["mamba_n_heads"], raw["mamba_d_head"]
-        dim = raw["mamba_expand"] * fields["hidden_size"] // heads if dim == "auto" else dim
+        heads = count_field(raw, "mamba_n_heads")
+        if raw["mamba_d_head"] == "auto":
+            dim = count_field(raw, "mamba_expand") * count_field(raw, "hidden_size") // heads
+        else:
+            dim = count_field(raw, "mamba_d_head")
         attention = set(raw.get("attn_layer_indices") or [])
         ssm = SSMConfig(n_heads=heads, head_dim=dim, n_groups=raw["mamba_n_groups"], d_state=raw["mamba_d_state"],
                         conv_kernel=raw["mamba_d_conv"], chunk_size=raw["mamba_chunk_size"],
@@ -69,8 +72,8 @@ def config_from_bamba(raw: dict) -> ModelConfig:
         return ModelConfig(
             model_type="bamba",
             **fields,
-            qkv_bias=bool(raw.get("attention_bias", False)),
-            o_bias=bool(raw.get("attention_bias", False)),
+            qkv_bias=raw.get("attention_bias", False),
+            o_bias=raw.get("attention_bias", False),
             layer_types=["attention" if i in attention else "ssm" for i in range(fields["num_layers"])],
             ssm=ssm,
         )

@@ -18,6 +18,8 @@ shapes never depend on data. Shapes never change during decoding, which keeps th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rad.errors import RadError
@@ -28,12 +30,37 @@ from rad.model.ssm import MambaState
 DEFAULT_SSM_HISTORY = 32
 
 
+def kv_shape(config: ModelConfig, batch: int, max_len: int) -> tuple[int, ...]:
+    return batch, config.num_kv_heads, max_len, config.head_dim
+
+
+def ssm_shapes(config: ModelConfig, batch: int, ssm_history: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shapes of an SSM layer's conv states and SSM states: a ring of ssm_history slots + a scratch slot."""
+    s = config.ssm
+    ring = (batch, ssm_history + 1)  # + the scratch slot that padded positions write to
+    return (*ring, s.d_inner + 2 * s.n_groups * s.d_state, s.conv_kernel), (*ring, s.n_heads, s.head_dim, s.d_state)
+
+
+def cache_bytes(config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype,
+                ssm_history: int = DEFAULT_SSM_HISTORY) -> int:  # fmt: skip
+    """What a DecodeCache of these sizes takes, known before it is allocated."""
+    def size(shape, element: torch.dtype) -> int:
+        return math.prod(shape) * element.itemsize
+
+    total = 2 * len(config.attention_layers) * size(kv_shape(config, batch, max_len), dtype)
+    if config.ssm_layers:
+        conv, state = ssm_shapes(config, batch, ssm_history)
+        ssm_dtype = torch.promote_types(dtype, torch.float32)
+        total += len(config.ssm_layers) * (size(conv, dtype) + size(state, ssm_dtype))
+    return total
+
+
 class DecodeCache:
     """Everything a decode step reads back from earlier tokens: KV of attention layers, SSM layers' states."""
 
     def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype: torch.dtype,
                  ssm_history: int = DEFAULT_SSM_HISTORY):  # fmt: skip
-        shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+        shape = kv_shape(config, batch, max_len)
         self.keys = {i: torch.zeros(shape, device=device, dtype=dtype) for i in config.attention_layers}
         self.values = {i: torch.zeros(shape, device=device, dtype=dtype) for i in config.attention_layers}
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
@@ -43,15 +70,13 @@ class DecodeCache:
         self.ssm_history = ssm_history
         self.conv, self.ssm = {}, {}
         if config.ssm_layers:
-            s = config.ssm
-            conv_dim = s.d_inner + 2 * s.n_groups * s.d_state
-            ring = (batch, ssm_history + 1)  # + the scratch slot that padded positions write to
+            conv, state = ssm_shapes(config, batch, ssm_history)
             ssm_dtype = torch.promote_types(dtype, torch.float32)  # as Mamba2Mixer.init_state
             for i in config.ssm_layers:
-                self.conv[i] = torch.zeros(*ring, conv_dim, s.conv_kernel, device=device, dtype=dtype)
-                self.ssm[i] = torch.zeros(*ring, s.n_heads, s.head_dim, s.d_state, device=device, dtype=ssm_dtype)
+                self.conv[i] = torch.zeros(conv, device=device, dtype=dtype)
+                self.ssm[i] = torch.zeros(state, device=device, dtype=ssm_dtype)
             # The position whose state each slot holds (-1: none); shared, as every SSM layer records alike.
-            self.ring_positions = torch.full(ring, -1, dtype=torch.long, device=device)
+            self.ring_positions = torch.full(conv[:2], -1, dtype=torch.long, device=device)
 
     @property
     def batch_size(self) -> int:

@@ -5,6 +5,7 @@ The config formats it is read from (HF families, Bamba, rad_hybrid) are parsed i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +34,56 @@ class SSMConfig:
     @property
     def d_inner(self) -> int:
         return self.n_heads * self.head_dim
+
+
+# config.json's names for the ModelConfig fields that it spells differently (errors name what the user wrote).
+JSON_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads",
+              "eos_token_ids": "eos_token_id", "qkv_bias": "attention_bias", "o_bias": "attention_bias"}
+COUNTS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+          "max_position_embeddings", "n_heads", "n_groups", "d_state", "conv_kernel", "chunk_size")
+POSITIVE_NUMBERS = ("rms_norm_eps", "rope_theta")
+FLAGS = ("tie_word_embeddings", "qkv_bias", "o_bias", "mlp_bias", "qk_norm")
+TOKEN_IDS = ("bos_token_id", "pad_token_id")
+
+
+def is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def count_field(raw: dict, key: str) -> int:
+    """raw[key], which must be a positive whole number (a KeyError names a missing field)."""
+    if not is_count(raw[key]):
+        raise RadError(f"config.json: {key} must be a positive whole number, got {raw[key]!r}")
+    return raw[key]
+
+
+def check_fields(config) -> None:
+    """Every field a config.json sets, by type and range, before anything computes with it: a wrong one is a
+    one-line RadError naming it, never a traceback or a silently wrong model."""
+    def bad(name: str, what: str, value):
+        raise RadError(f"config.json: {JSON_NAMES.get(name, name)} must be {what}, got {value!r}")
+
+    for name in COUNTS:
+        if hasattr(config, name) and not is_count(getattr(config, name)):
+            bad(name, "a positive whole number", getattr(config, name))
+    for name in POSITIVE_NUMBERS:
+        value = getattr(config, name, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            bad(name, "a positive number", value)
+    for name in FLAGS:
+        if hasattr(config, name) and not isinstance(getattr(config, name), bool):
+            bad(name, "true or false", getattr(config, name))
+    vocab = getattr(config, "vocab_size", None)
+    for name in TOKEN_IDS:
+        value = getattr(config, name, None)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab):
+            bad(name, f"a token id below vocab_size ({vocab}) or null", value)
+    for value in getattr(config, "eos_token_ids", []):
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab):
+            bad("eos_token_ids", f"token ids below vocab_size ({vocab})", value)
+    for window in getattr(config, "sliding_windows", []):
+        if window is not None and not is_count(window):
+            bad("sliding_window", "a positive whole number or null", window)
 
 
 @dataclass
@@ -67,8 +118,14 @@ class ModelConfig:
     architecture: str = ""
 
     def __post_init__(self):
+        check_fields(self)
         if isinstance(self.ssm, dict):  # from to_dict() / a rad_hybrid config.json
-            self.ssm = SSMConfig(**self.ssm)
+            try:
+                self.ssm = SSMConfig(**self.ssm)
+            except TypeError as err:
+                raise RadError(f"config.json: the SSM settings are not valid ({err})") from None
+        if self.ssm is not None:
+            check_fields(self.ssm)
         if not self.layer_types:
             self.layer_types = ["attention"] * self.num_layers
         if not self.sliding_windows:

@@ -16,7 +16,18 @@ HYBRID_MODEL_TYPES = ("bamba", "rad_hybrid")
 
 
 def config_from_hf(raw: dict) -> ModelConfig:
-    """Build a ModelConfig from the parsed contents of a config.json."""
+    """Build a ModelConfig from the parsed contents of a config.json. Fields are checked by type and range
+    (rad.model.config.check_fields); what those checks do not foresee still ends as a one-line error that names
+    the file, never a traceback from deep in a parser."""
+    if not isinstance(raw, dict):
+        raise RadError(f"config.json must hold a JSON object, got {type(raw).__name__}")
+    try:
+        return parse(raw)
+    except (TypeError, ValueError, AttributeError, IndexError) as err:
+        raise RadError(f"config.json is malformed ({type(err).__name__}: {err})") from None
+
+
+def parse(raw: dict) -> ModelConfig:
     model_type = raw.get("model_type")
     if model_type == "bamba":
         return config_from_bamba(raw)
@@ -36,7 +47,9 @@ def load_config(model_dir: Path) -> ModelConfig:
     if not path.is_file():
         raise RadError(f"{model_dir} has no config.json; point at a Hugging Face model folder")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RadError(f"{path} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise RadError(f"cannot read {path}: {err.strerror}") from None
     return config_from_hf(raw)

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rad.errors import RadError
+from rad.files import current_umask
 from rad.model.bamba import bamba_config, bamba_incompatibility, from_bamba_name, to_bamba_name
 from rad.model.config import ModelConfig
 from rad.model.formats import load_config
@@ -58,9 +59,14 @@ def _weight_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError) as err:
-            raise RadError(f"{index} is malformed ({err}); expected a 'weight_map'") from None
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            if not all(isinstance(shard, str) for shard in shards):
+                raise TypeError("its file names must be strings")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise RadError(f"{index} is malformed ({err}); expected a 'weight_map' of file names") from None
+        outside = [s for s in shards if not (model_dir / s).resolve().is_relative_to(model_dir.resolve())]
+        if outside:
+            raise RadError(f"{index} points outside the model folder ({', '.join(outside)}); refused")
         missing = [s for s in shards if not (model_dir / s).is_file()]
         if missing:
             raise RadError(f"{model_dir} is missing weight shards: {', '.join(missing)}")
@@ -87,10 +93,22 @@ def read_state_dict(model_dir: Path, dtype: torch.dtype, device, config: ModelCo
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as f:
                 for name in f.keys():
-                    state[rad_name(name)] = f.get_tensor(name).to(dtype)
+                    state[rad_name(name)] = checked_weight(path, name, f.get_tensor(name)).to(dtype)
+        except RadError:
+            raise
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise RadError(f"cannot read weights from {path}: {err}") from None
     return state
+
+
+def checked_weight(path: Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A weight as stored, refused when it could only give a silently wrong model: not floating point (integer or
+    boolean weights), or holding NaN or infinite values (such a model generates token 0 forever)."""
+    if not tensor.is_floating_point():
+        raise RadError(f"{path}: weight {name} is stored as {tensor.dtype}; model weights must be floating point")
+    if not bool(torch.isfinite(tensor).all()):
+        raise RadError(f"{path}: weight {name} holds NaN or infinite values; the checkpoint is damaged")
+    return tensor
 
 
 def read_weight_shapes(model_dir: Path, config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -203,13 +221,17 @@ def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: str | Path | No
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RadError(f"{out_dir} already exists and is not an empty folder; choose a new --out")
     raw, state = hybrid_checkpoint(model)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as err:
+        raise RadError(f"cannot create {out_dir}: {err.strerror}") from None
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the folder follows the umask, as mkdir's do
     try:
         if copy_from is not None:
             for path in Path(copy_from).iterdir():
                 weights = path.suffix in (".safetensors", ".bin", ".pt") or path.name.startswith("model.safetensors")
-                if path.is_file() and not weights and path.name != "config.json":
+                if path.is_file() and not weights and path.name != "config.json" and not path.name.startswith("."):
                     shutil.copy2(path, tmp / path.name)
         (tmp / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -17,10 +17,12 @@ def load_tokenizer(model_dir: Path):
     # AutoTokenizer reads config.json; rad's own hybrid model_type is unknown to it (a warning on every
     # command), so it gets the source family's config, which is also what picks the tokenizer class.
     try:
-        raw = json.loads((Path(model_dir) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        raw = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # JSON and UTF-8 decoding errors are ValueErrors
         raw = {}  # the model loader reports a missing or broken config.json
-    family = raw.get("rad_config", {}).get("model_type") if raw.get("model_type") == "rad_hybrid" else None
+    raw = raw if isinstance(raw, dict) else {}
+    rad_config = raw.get("rad_config") if isinstance(raw.get("rad_config"), dict) else {}
+    family = rad_config.get("model_type") if raw.get("model_type") == "rad_hybrid" else None
     extra = {"config": AutoConfig.for_model(family)} if family else {}
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, **extra)

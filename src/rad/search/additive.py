@@ -34,7 +34,7 @@ TIE_TOLERANCE = 1e-9
 
 class AdditiveGP:
     def __init__(self, layers: Sequence[int], k: int, seed: int):
-        self.layers, self.k = list(layers), k
+        self.layers, self.k, self.seed = list(layers), k, seed
         self.rng = np.random.RandomState(seed)
 
     def membership(self, sets: Sequence[Skip]) -> np.ndarray:
@@ -71,7 +71,11 @@ class AdditiveGP:
         return (mu - best) * norm.cdf(z) + sd * norm.pdf(z)
 
     def propose(self, observed: Sequence[tuple[Skip, float]], tried: set[Skip]) -> Skip:
-        """The untried set of the largest expected improvement (a random one before any observation)."""
+        """The untried set of the largest expected improvement (a random one before any observation).
+
+        Its random choices come from (seed, sets tried so far), not from one running stream, so a proposal depends
+        on the study's history alone: a resumed or shared study proposes what an uninterrupted one would."""
+        self.rng = np.random.RandomState([self.seed, len(tried)])
         if not observed:
             return self._random_untried(tried)
         model = self.posterior(observed)

@@ -89,7 +89,18 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S)
     except Exception as err:  # sqlalchemy raises its own types for bad URLs and unreachable databases
-        raise RadError(f"cannot open the study storage '{url}': {err}") from None
+        raise RadError(f"cannot open the study storage '{hide_password(url)}': {hide_password(str(err), url)}") from None
+
+
+def hide_password(text: str, url: str | None = None) -> str:
+    """`text` with the password of storage URL `url` (by default `text` itself is the URL) shown as ***."""
+    from sqlalchemy.engine import make_url  # installed with optuna
+
+    try:
+        password = make_url(url or text).password
+    except Exception:  # not a URL sqlalchemy can parse: nothing to find a password in
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 def open_study(storage, name: str, sampler, settings: dict, resume: bool) -> optuna.Study:
@@ -106,6 +117,13 @@ def open_study(storage, name: str, sampler, settings: dict, resume: bool) -> opt
     elif not resume and study.get_trials(deepcopy=False):
         raise RadError(f"study '{name}' already has trials; pass --resume to continue it, or use a new --out")
     return study
+
+
+def fail_unfinished(study: optuna.Study) -> None:
+    """Mark the trials a killed run left RUNNING as failed: the sampler then proposes their sets again (a RUNNING
+    trial's set counts as taken), as the uninterrupted search would have."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -129,15 +147,18 @@ def record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
 def run_search(objective: CachedObjective, eligible: Sequence[int], k: int, n_trials: int, *,
                sampler: str = "gp", seed: int = 0, storage: str | None = None, study_name: str | None = None,
                settings: dict | None = None, resume: bool = False, deterministic: bool = True,
-               progress: bool = False, callbacks: Sequence[Callable] = ()) -> SearchResult:
+               progress: bool = False, callbacks: Sequence[Callable] = (), own_storage: bool = False) -> SearchResult:
     """Run until the study holds `n_trials` completed trials (counting those of earlier runs), or one per
-    possible set if there are fewer: every further trial could only repeat one."""
+    possible set if there are fewer: every further trial could only repeat one. `own_storage`: no other process
+    uses the study (it lives in this run's locked folder), so a trial an earlier run left RUNNING died with it."""
     check_k(k, eligible)
     n_trials = min(n_trials, math.comb(len(eligible), k))
     topk_sampler = make_sampler(sampler, eligible, k, seed, deterministic)
     storage = make_storage(storage) if isinstance(storage, str) else storage
     study = open_study(storage, study_name or f"k{k}", topk_sampler,
                        {"k": k, "eligible": list(eligible), **(settings or {})}, resume)
+    if own_storage:
+        fail_unfinished(study)
 
     def evaluate(trial: optuna.Trial) -> float:
         point = {layer: trial.suggest_float(param_name(layer), 0.0, 1.0) for layer in eligible}

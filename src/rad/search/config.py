@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rad.errors import RadError
 from rad.machine import THREADS_HELP
 from rad.model.io import Placement
-from rad.options import Options, internal, nested, option
+from rad.options import Options, internal, nested, option, seed_option
 from rad.search.bayes import SAMPLERS
 from rad.search.speedup import MODES
 
@@ -32,7 +32,7 @@ class DiagnoseConfig(Options):
                             choices=MODES)
     sampler: str = option("gp", help="gp: additive GP on the sets; gp-matern: Optuna's GP on z; tpe; random",
                           choices=SAMPLERS)
-    seed: int = option(0, help="seed of the search and of the prompts", low=0)
+    seed: int = seed_option("seed of the search and of the prompts")
     exclude_first: bool = option(False, help="never skip layer 0")
     exclude_last: bool = option(False, help="never skip the last layer")
     resume: bool = option(False, help="continue the study already in --out (or --storage)")

@@ -10,12 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rad.errors import RadError
-from rad.files import atomic_write_json
+from rad.files import atomic_write_json, folder_lock
 from rad.machine import set_threads
 from rad.options import require
 from rad.search.analysis import describe_sources, redundancy
 from rad.search.baselines import run_baselines
-from rad.search.bayes import run_search
+from rad.search.bayes import hide_password, run_search
 from rad.search.config import DiagnoseConfig
 from rad.search.influence import block_influence
 from rad.search.objective import CachedObjective
@@ -36,20 +36,19 @@ def check_writable(out: Path) -> None:
         raise RadError(f"the output folder {out} is not writable")
 
 
-def hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url  # installed with optuna
-
-    return make_url(url).render_as_string(hide_password=True)
-
-
 def diagnose(config: DiagnoseConfig) -> dict:
     """Run the stage and write its files; return the diagnosis (what diagnosis.json holds)."""
+    require(config, "model", "out", "ks")
+    check_writable(Path(config.out))
+    with folder_lock(config.out, "rad diagnose"):
+        return run_diagnosis(config)
+
+
+def run_diagnosis(config: DiagnoseConfig) -> dict:
     from rad.model.formats import load_config
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
 
-    require(config, "model", "out", "ks")
-    check_writable(Path(config.out))
     set_threads(config.threads)
     start = time.perf_counter()
     model_dir = resolve_model_dir(config.model)
@@ -93,7 +92,8 @@ def diagnose_k(k, config: DiagnoseConfig, eligible, objective: CachedObjective, 
     start = time.perf_counter()
     search = run_search(objective, eligible, k, config.trials, sampler=config.sampler, seed=config.seed,
                         storage=storage, study_name=f"k{k}", settings=settings, resume=config.resume,
-                        deterministic=config.objective == "modeled", progress=config.progress)
+                        deterministic=config.objective == "modeled", progress=config.progress,
+                        own_storage=config.storage is None)
     baselines = run_baselines(objective, eligible, k, len(search.trials), config.seed, influence)
     best = search.best
     if "exhaustive" in baselines:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rad.data import code, math
 from rad.errors import RadError
-from rad.files import read_jsonl
+from rad.files import read_jsonl, read_text_lines
 
 GENERATORS = {"math": math, "code": code}
 SOURCE_FORMS = "task:math, task:code, jsonl:PATH or text:PATH"
@@ -32,9 +32,7 @@ def load_prompts(spec: str, n: int, seed: int = 0) -> list[str]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise RadError(f"prompt file {path} does not exist")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [line.strip() for line in read_text_lines(path, "prompt file") if line.strip()]
     if not prompts:
         raise RadError(f"prompt file {path} holds no prompts")
     return prompts

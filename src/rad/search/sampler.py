@@ -62,7 +62,7 @@ class TopKSampler(optuna.samplers.BaseSampler):
     def __init__(self, base: optuna.samplers.BaseSampler | AdditiveGP | None, layers: Sequence[int], k: int, seed: int):
         self.base, self.layers, self.k = base, list(layers), k
         self.space = {param_name(l): FloatDistribution(0.0, 1.0) for l in self.layers}
-        self.seed, self.rng = seed, np.random.RandomState(seed)
+        self.seed = seed
         self.proposals: dict[int, dict[int, float]] = {}  # trial number -> the z the base proposed
 
     def infer_relative_search_space(self, study, trial):
@@ -87,7 +87,8 @@ class TopKSampler(optuna.samplers.BaseSampler):
         """A z before the model-based sampler has data. Random search: uniform (a uniform random set).
         Otherwise the start-up sets partition the layers (one random permutation cut into runs of k), so
         that after n/k trials the GP has seen every layer skipped once, the least data that tells them apart."""
-        z = {layer: float(self.rng.rand()) for layer in self.layers}
+        rng = np.random.RandomState([self.seed, index])  # from the trial's place alone: a resumed study repeats it
+        z = {layer: float(rng.rand()) for layer in self.layers}
         if self.base is None:
             return z
         runs = math.ceil(len(self.layers) / self.k)
