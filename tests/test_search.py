@@ -7,13 +7,15 @@ import time
 
 import numpy as np
 import pytest
+from optuna.trial import TrialState
 
 from rad.errors import RadError
 from rad.search.analysis import overlap, redundancy
 from rad.search.baselines import random_sets, run_baselines, uniform_placement
-from rad.search.bayes import run_search
+from rad.search.bayes import make_sampler, make_storage, open_study, run_search
+from rad.search.claims import SetClaims
 from rad.search.objective import CachedObjective, Evaluation
-from rad.search.sampler import best_untried
+from rad.search.sampler import best_untried, failed_in
 from rad.search.schema import schema_errors
 from rad.search.space import check_k, eligible_layers, top_k
 
@@ -219,3 +221,23 @@ def test_two_workers_share_one_study(tmp_path):
     assert 12 <= len(result.trials) <= 13  # each worker stops once the study is full: at most one trial over
     assert all(cache.objective.calls for cache in caches)  # both joined in
     assert len({t.skip for t in result.trials}) >= len(result.trials) - 1  # at most one race on the same set
+
+
+def test_two_workers_proposing_at_once_claim_different_sets(tmp_path):
+    """Two workers of one shared study sample at the same moment (both trials exist, neither has its set yet): they
+    see the same history, so they propose the same set; the claim lets only the first keep it."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'shared.db'}")
+    study = open_study(storage, "k2", None, {"k": 2}, resume=False)
+    workers = [make_sampler("gp", list(range(6)), 2, seed=0) for _ in range(2)]
+    trials = [study._storage.get_trial(study._storage.create_new_trial(study._study_id)) for _ in workers]
+    alone = workers[0].sample_relative(study, trials[0], workers[0].space)  # without a claim: what both propose
+    assert workers[1].sample_relative(study, trials[1], workers[1].space) == alone
+    for worker in workers:
+        worker.claims = SetClaims(storage.engine, "k2")
+    first, second = (worker.sample_relative(study, trial, worker.space) for worker, trial in zip(workers, trials))
+    assert first == alone and second != first
+    # A worker that dies leaves its trial failed: its claim is free for the next trial.
+    study._storage.set_trial_state_values(trials[0]._trial_id, state=TrialState.FAIL)
+    third = study._storage.get_trial(study._storage.create_new_trial(study._study_id))
+    assert SetClaims(storage.engine, "k2").claim(top_k({int(n[1:]): v for n, v in first.items()}, 2), third.number,
+                                                  failed_in(study))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -123,14 +124,23 @@ def set_threads(value: int | str) -> int:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the machine can still give (MemAvailable), or None where /proc/meminfo is missing."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """Bytes this process can still allocate: the machine's available memory (MemAvailable), and under an
+    address-space limit (ulimit -v) what is left of it; None where /proc is missing."""
+    def field(path: str, name: str) -> int | None:
+        try:
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(name):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    free = field("/proc/meminfo", "MemAvailable:")
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    used = field("/proc/self/status", "VmSize:")
+    if limit != resource.RLIM_INFINITY and used is not None:
+        free = min(free if free is not None else limit, limit - used)
+    return free
 
 
 def check_memory(needed: int, what: str, device: str = "cpu") -> None:

@@ -58,9 +58,10 @@ def run_generate(command: GenerateCommand) -> None:
     from rad.model.tokenizer import encode_prompt, load_tokenizer
 
     model_dir = resolve_model_dir(command.model)
+    config = load_config(model_dir)  # its mistakes are rad's to report, before the tokenizer's reader sees them
     tokenizer = load_tokenizer(model_dir)
     prompt = encode_prompt(tokenizer, command.prompt, chat=command.chat)
-    check_positions(load_config(model_dir), len(prompt), command.max_new_tokens)  # before the weights load
+    check_positions(config, len(prompt), command.max_new_tokens)  # before the weights load
     model = load_model(model_dir, command.placement.device, command.placement.dtype)
     if command.speculative:
         profile = profile_speculative(model, [prompt], command.max_new_tokens, command.sampling, skip=command.skip,

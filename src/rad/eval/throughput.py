@@ -15,8 +15,10 @@ import torch
 
 from rad.decode.generate import generate
 from rad.errors import RadError
-from rad.machine import calibration
-from rad.model.io import load_model
+from rad.machine import calibration, check_memory
+from rad.model.cache import cache_bytes
+from rad.model.formats import load_config
+from rad.model.io import load_model, parse_dtype, resolve_model_dir, skeleton
 from rad.model.llama import CausalLM
 from rad.options import Options, option, seed_option
 
@@ -88,9 +90,22 @@ def summarise(model: CausalLM, context: int, batch: int, config: BenchConfig, ru
     return point
 
 
+def check_fits(model_dirs: Sequence[str], config: BenchConfig, device: str, dtype: str) -> None:
+    """A RadError, before any model loads, when the largest point would not fit in memory: one model's weights,
+    its cache and the prompts' ids for the longest context and the largest batch."""
+    context, batch = max(config.contexts), max(config.batch_sizes)
+    for name in model_dirs:
+        model_config = load_config(resolve_model_dir(name))
+        weights = skeleton(model_config).num_parameters() * parse_dtype(dtype).itemsize
+        cache = cache_bytes(model_config, batch, context + config.new_tokens, parse_dtype(dtype), ssm_history=1)
+        check_memory(weights + cache + 8 * batch * context, f"benchmarking {name} at {context} tokens x {batch} rows",
+                     str(device))
+
+
 def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", dtype="float32", progress=None) -> dict:
     """Benchmark the models on the same points; ratios compare every model with the first one.
     `progress(model_index, point)` is called after each point."""
+    check_fits(model_dirs, config, device, dtype)
     models = [load_model(name, device=device, dtype=dtype) for name in model_dirs]
     entries = [{"model": str(name), "layer_types": m.config.layer_types, "points": []} for name, m in zip(model_dirs, models)]
     for context in config.contexts:

@@ -26,8 +26,9 @@ def load_tokenizer(model_dir: Path):
     extra = {"config": AutoConfig.for_model(family)} if family else {}
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, **extra)
-    except (OSError, ValueError) as err:
-        raise RadError(f"cannot load the tokenizer in {model_dir}: {err}") from None
+    except Exception as err:  # transformers reads the user's files with errors of many kinds: one line each
+        message = f"{type(err).__name__}: {err}".replace("\n", " ")
+        raise RadError(f"cannot load the tokenizer in {model_dir}: {message}") from None
 
 
 def encode_prompt(tokenizer, text: str, chat: bool = False) -> list[int]:

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from rad.errors import RadError
 from rad.search.additive import AdditiveGP
+from rad.search.claims import SetClaims
 from rad.search.objective import CachedObjective, Evaluation, rank_key
 from rad.search.sampler import TopKSampler, param_name
 from rad.search.space import Skip, check_k
@@ -159,6 +160,8 @@ def run_search(objective: CachedObjective, eligible: Sequence[int], k: int, n_tr
                        {"k": k, "eligible": list(eligible), **(settings or {})}, resume)
     if own_storage:
         fail_unfinished(study)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        topk_sampler.claims = SetClaims(storage.engine, study.study_name)
 
     def evaluate(trial: optuna.Trial) -> float:
         point = {layer: trial.suggest_float(param_name(layer), 0.0, 1.0) for layer in eligible}

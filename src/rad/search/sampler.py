@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import optuna
@@ -20,7 +20,16 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from rad.search.additive import AdditiveGP
+from rad.search.claims import SetClaims
 from rad.search.space import Skip, top_k
+
+
+def failed_in(study) -> Callable[[int], bool]:
+    """Whether the study's trial of a given number failed (its worker died; its claim is free)."""
+    def failed(number: int) -> bool:
+        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        return states.get(number, TrialState.FAIL) == TrialState.FAIL
+    return failed
 
 
 def param_name(layer: int) -> str:
@@ -64,6 +73,7 @@ class TopKSampler(optuna.samplers.BaseSampler):
         self.space = {param_name(l): FloatDistribution(0.0, 1.0) for l in self.layers}
         self.seed = seed
         self.proposals: dict[int, dict[int, float]] = {}  # trial number -> the z the base proposed
+        self.claims: SetClaims | None = None  # set for a study in a database: its sets are claimed atomically
 
     def infer_relative_search_space(self, study, trial):
         return self.space  # fixed, so that even the first trial is sampled here as a whole vector
@@ -75,13 +85,24 @@ class TopKSampler(optuna.samplers.BaseSampler):
         tried = set(sets)
         if isinstance(self.base, AdditiveGP):
             observed = [(skip, t.value) for skip, t in zip(sets, others) if t.state == TrialState.COMPLETE]
-            chosen = self.base.propose(observed, tried)
-            z = {layer: float(layer in chosen) for layer in self.layers}
+            chosen = self._claimed(lambda tried: self.base.propose(observed, tried), tried, study, trial)
+            z = {layer: float(layer in chosen) for layer in self.layers}  # it proposes sets: their vertices
         else:
             proposal = self.base.sample_relative(study, trial, search_space) if self.base else {}
             z = {int(name[1:]): value for name, value in proposal.items()} or self.start_up(len(others))
+            chosen = self._claimed(lambda tried: best_untried(z, self.k, tried), tried, study, trial)
         self.proposals[trial.number] = z
-        return vertex(best_untried(z, self.k, tried), self.layers)
+        return vertex(chosen, self.layers)
+
+    def _claimed(self, propose: Callable[[set[Skip]], Skip], tried: set[Skip], study, trial) -> Skip:
+        """The first proposal this trial could claim: another worker may have proposed the same set a moment ago,
+        and the first claim wins (without claims, in memory, the first proposal)."""
+        chosen = propose(tried)
+        while self.claims is not None and len(tried) < math.comb(len(self.layers), self.k) and \
+                not self.claims.claim(chosen, trial.number, failed_in(study)):
+            tried.add(chosen)
+            chosen = propose(tried)
+        return chosen
 
     def start_up(self, index: int) -> dict[int, float]:
         """A z before the model-based sampler has data. Random search: uniform (a uniform random set).
