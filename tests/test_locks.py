@@ -63,3 +63,4 @@ def test_written_results_follow_the_umask(llama_dir, tmp_path):
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "hybrid").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "hybrid" / "config.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "hybrid" / "model.safetensors").stat().st_mode & 0o777 == 0o644

