@@ -98,12 +98,15 @@ def run_distill(command: DistillCommand) -> None:
 class EvalCommand(JsonOutput):
     model: str | None = option(None, help=MODEL_HELP, positional=True, required=True)
     records: str | None = option(None, help="write one JSON line per problem to this file")
+    teacher: str | None = option(None, help="ppl tasks: also the KL from this model to the evaluated one per token, "
+                                            "and how often their most likely tokens agree")
     settings: EvalConfig = nested(EvalConfig)
     placement: Placement = nested(Placement)
 
 
 def run_eval(command: EvalCommand) -> None:
     from rad.decode.loop import check_positions
+    from rad.distill.teacher import check_same_tokenizer
     from rad.eval.accuracy import evaluate
     from rad.eval.tasks import check_task_spec
     from rad.model.formats import load_config
@@ -119,13 +122,29 @@ def run_eval(command: EvalCommand) -> None:
     model_dir = resolve_model_dir(command.model)
     check_positions(load_config(model_dir), 1, command.settings.max_new_tokens)  # each prompt's length: when decoded
     tokenizer = load_tokenizer(model_dir)
+    teacher = None
+    if command.teacher is not None:
+        teacher_dir = resolve_model_dir(command.teacher)
+        check_same_tokenizer(tokenizer, load_tokenizer(teacher_dir), load_config(model_dir).vocab_size,
+                             load_config(teacher_dir).vocab_size)
+        teacher = load_model(teacher_dir, command.placement.device, command.placement.dtype)
     model = load_model(model_dir, command.placement.device, command.placement.dtype)
-    result = evaluate(model, tokenizer, command.settings)
+    result = evaluate(model, tokenizer, command.settings, teacher)
     records = result.pop("records")
     if command.records:
         atomic_write_jsonl(command.records, records)
-    command.emit(result, lambda r: f"{r['task']}: accuracy {r['accuracy']:.1%} ({r['correct']}/{r['n']}) "
-                                   f"in {r['seconds']:.1f} s")
+    command.emit(result, eval_text)
+
+
+def eval_text(result: dict) -> str:
+    if "perplexity" in result:
+        line = f"{result['task']}: perplexity {result['perplexity']:.3f} over {result['tokens']:,} tokens"
+        if "kl" in result:
+            line += f", KL from the teacher {result['kl']:.4f} per token, top-1 agreement {result['top1_agreement']:.1%}"
+        return f"{line} in {result['seconds']:.1f} s"
+    lines = [f"  {r['task']}: {r['accuracy']:.1%} ({r['correct']}/{r['n']})" for r in result.get("tasks", {}).values()]
+    return "\n".join([*lines, f"{result['task']}: accuracy {result['accuracy']:.1%} ({result['correct']}/{result['n']}) "
+                               f"in {result['seconds']:.1f} s"])
 
 
 @dataclass

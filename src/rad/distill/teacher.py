@@ -21,19 +21,19 @@ def check_same_tokenizer(student_tok, teacher_tok, student_vocab: int, teacher_v
     """Distillation compares distributions token by token: both sides must mean the same thing by every id."""
     if student_vocab != teacher_vocab:
         raise RadError(f"the teacher's vocabulary has {teacher_vocab} entries and the student's {student_vocab}; "
-                       "distillation needs a teacher with the same tokenizer")
+                       "a teacher must have the same tokenizer")
     s, t = student_tok.get_vocab(), teacher_tok.get_vocab()
     differ = sorted(tok for tok in s.keys() | t.keys() if s.get(tok) != t.get(tok))
     if differ:
         example = differ[0]
         raise RadError(f"the teacher's tokenizer maps {len(differ)} tokens differently from the student's "
                        f"(e.g. {example!r}: teacher {t.get(example)}, student {s.get(example)}); "
-                       "distillation needs a teacher with the same tokenizer")
+                       "a teacher must have the same tokenizer")
     specials = ("bos_token_id", "eos_token_id", "pad_token_id")
     wrong = [name for name in specials if getattr(student_tok, name) != getattr(teacher_tok, name)]
     if wrong:
         raise RadError(f"the teacher's tokenizer has different special tokens ({', '.join(wrong)}); "
-                       "distillation needs a teacher with the same tokenizer")
+                       "a teacher must have the same tokenizer")
 
 
 class TopkCache:

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rad.data import code, math
+from rad.data import chat_tasks, code, math
 from rad.errors import RadError
 from rad.files import read_jsonl
 
-TASK_NAMES = ("math", "code", "humaneval", "gsm8k:PATH.jsonl")
+TASK_NAMES = ("math", "code", "humaneval", "gsm8k:PATH.jsonl", "smol", "smol:NAME", "ppl:PATH", "ppl:python-docs")
 GENERATED = {"math": math, "code": code}
 
 
@@ -31,14 +31,26 @@ class ExactMatchTask:
     name: str
     items: list[EvalItem]
     extract_answer: Callable[[str], str | None]  # model output -> answer string, None if absent
+    chat: bool = False  # prompts are user messages, wrapped by the model's chat template
 
 
 def check_task_spec(spec: str) -> None:
-    """Raise a RadError for an unknown task or a gsm8k file that is missing or malformed."""
+    """Raise a RadError for an unknown task, or a task file that is missing or malformed."""
     if spec.startswith("gsm8k:"):
         read_gsm8k(Path(spec[len("gsm8k:"):]))
-    elif spec not in (*GENERATED, "humaneval"):
+    elif spec.startswith("ppl:"):
+        from rad.eval.perplexity import load_texts
+
+        load_texts(spec, 1)
+    elif spec.startswith("smol:") and spec[len("smol:"):] not in chat_tasks.CANDIDATES:
+        raise RadError(f"unknown chat task '{spec}'; the tasks: {', '.join(chat_tasks.CANDIDATES)}")
+    elif spec not in (*GENERATED, "humaneval", "smol") and not spec.startswith("smol:"):
         raise RadError(f"unknown task '{spec}'; choose one of: {', '.join(TASK_NAMES)}")
+
+
+def suite_tasks(spec: str) -> list[str]:
+    """The exact-match tasks a spec names: `smol` is the chat suite's tasks, anything else itself."""
+    return [f"smol:{name}" for name in chat_tasks.SUITE] if spec == "smol" else [spec]
 
 
 def load_task(spec: str, n: int, seed: int = 0) -> ExactMatchTask:
@@ -52,6 +64,11 @@ def load_task(spec: str, n: int, seed: int = 0) -> ExactMatchTask:
         return ExactMatchTask(spec, items, module.extract_answer)
     if spec.startswith("gsm8k:"):
         return ExactMatchTask("gsm8k", read_gsm8k(Path(spec[len("gsm8k:"):]))[:n], math.extract_answer)
+    if spec.startswith("smol:"):
+        check_task_spec(spec)
+        name = spec[len("smol:"):]
+        items = [EvalItem(f"{spec}/{i}", p.prompt, p.answer) for i, p in enumerate(chat_tasks.generate(name, n, seed))]
+        return ExactMatchTask(spec, items, chat_tasks.CANDIDATES[name].extract, chat=True)
     check_task_spec(spec)
     raise RadError(f"task '{spec}' is scored by pass@k, not exact match")
 
