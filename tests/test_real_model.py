@@ -111,6 +111,8 @@ def test_an_architecture_rad_does_not_run_is_refused(tmp_path, capsys):
 
 
 def test_two_imports_at_once_leave_one_whole_folder(tmp_path):
+    # Two threads of one process: without rad's lock around transformers' loading, this left torch's state swapped
+    # and the SmolLM2 comparison below failed (3 of 5 runs).
     path = write_tiny_gguf(tmp_path / "tiny.gguf")
     errors = []
 

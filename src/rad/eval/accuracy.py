@@ -55,7 +55,8 @@ def evaluate(model: CausalLM, tokenizer, config: EvalConfig, teacher: CausalLM |
     else:
         parts = [exact_match(model, tokenizer, config, spec) for spec in suite_tasks(config.task)]
         correct, n = sum(p["correct"] for p in parts), sum(p["n"] for p in parts)
-        result = {"task": config.task, "n": n, "accuracy": correct / n, "correct": correct,
+        result = {"task": parts[0]["task"] if len(parts) == 1 else config.task, "n": n, "accuracy": correct / n,
+                  "correct": correct,
                   "records": [r for p in parts for r in p.pop("records")]}
         if len(parts) > 1:
             result["tasks"] = {p["task"]: p for p in parts}

