@@ -19,7 +19,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from rad.app.cli import main
 from rad.app.stage_commands import diagnose_and_plot
-from rad.search.baselines import least_influence
+from rad.report.diagnosis_table import format_table
+from rad.search.baselines import lowest_scores
 from rad.search.config import DiagnoseConfig
 from rad.search.diagnose import diagnose
 from rad.search.schema import schema_errors
@@ -69,7 +70,12 @@ def test_search_returns_exactly_the_silent_layers(redundant_dir, prompt_files, t
     assert result["acceptance_rate"] == pytest.approx(1.0)  # the draft is the full model
     assert result["baselines"]["exhaustive"]["skip"] == list(QUIET)
     assert result["baselines"]["exhaustive"]["regret"] == 0
-    assert least_influence({int(l): v for l, v in diagnosis["block_influence"].items()}, range(6), 2) == QUIET
+    for scores in ("block_influence", "loo_kl"):  # the silent layers change neither the residual nor the output
+        assert lowest_scores({int(l): v for l, v in diagnosis[scores].items()}, range(6), 2) == QUIET
+    assert max(diagnosis["loo_kl"][str(l)] for l in QUIET) < 1e-6
+    assert result["baselines"]["loo_kl"]["skip"] == list(QUIET)
+    rows = {line.split()[1]: line.split() for line in format_table(diagnosis).splitlines()[1:] if "trials" not in line}
+    assert rows["search"][-1] == rows["loo_kl"][-1] == "2/2"  # the same set as the search's
     for source in result["sources"]["best"].values():  # both prompt sources agree
         assert source["skip"] == list(QUIET)
     assert result["sources"]["overlap"]["common"] == list(QUIET)

@@ -108,7 +108,7 @@ def test_ties_on_the_objective_go_to_the_higher_acceptance_rate():
 
     result = run_search(CachedObjective(objective), [0, 1, 2, 3], 2, 6, sampler="random", seed=0)
     assert result.best.skip == (2, 3)
-    baselines = run_baselines(CachedObjective(objective), [0, 1, 2, 3], 2, n_random=6, seed=0, influence=None)
+    baselines = run_baselines(CachedObjective(objective), [0, 1, 2, 3], 2, n_random=6, seed=0, rankings={})
     assert baselines["random"]["skip"] == [2, 3] and baselines["exhaustive"]["skip"] == [2, 3]
 
 
@@ -139,14 +139,14 @@ def test_baselines_against_brute_force():
     objective, weight = additive_objective(4, 8)
     cache = CachedObjective(objective)
     influence = {l: float(w) for l, w in enumerate(weight)}  # a perfect proxy: low harm = low influence
-    baselines = run_baselines(cache, list(range(8)), 3, 10, seed=0, influence=influence)
+    baselines = run_baselines(cache, list(range(8)), 3, 10, seed=0, rankings={"block_influence": influence})
     brute = max(itertools.combinations(range(8), 3), key=lambda s: objective(s).value)
     assert baselines["exhaustive"]["skip"] == list(brute) and baselines["exhaustive"]["evaluated"] == 56
     assert baselines["random"]["evaluated"] == 10
     assert baselines["uniform"]["skip"] == [1, 4, 6]
     assert baselines["block_influence"]["skip"] == sorted(np.argsort(weight)[:3].tolist())
     wide = CachedObjective(additive_objective(0, 12)[0])
-    assert "exhaustive" not in run_baselines(wide, list(range(12)), 6, 5, 0, None)  # C(12, 6) = 924 > 500
+    assert "exhaustive" not in run_baselines(wide, list(range(12)), 6, 5, 0, {})  # C(12, 6) = 924 > 500
 
 
 def test_uniform_placement_and_random_sets():

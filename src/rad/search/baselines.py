@@ -3,6 +3,8 @@
 - uniform: k layers evenly spread over the eligible ones (the fixed placement of Mamba-in-the-Llama);
 - random: the best of as many distinct random sets as the search had trials;
 - block_influence: the k layers whose attention turns the residual stream least (rad.search.influence);
+- loo_kl: the k layers whose attention, skipped alone, moves the output distribution least
+  (rad.search.leave_one_out);
 - exhaustive: every set, when there are at most EXHAUSTIVE_LIMIT of them: the true optimum.
 """
 
@@ -25,8 +27,9 @@ def uniform_placement(eligible: Sequence[int], k: int) -> Skip:
     return tuple(eligible[int((i + 0.5) * n / k)] for i in range(k))
 
 
-def least_influence(influence: Mapping[int, float], eligible: Sequence[int], k: int) -> Skip:
-    return tuple(sorted(sorted(eligible, key=lambda layer: (influence[layer], layer))[:k]))
+def lowest_scores(scores: Mapping[int, float], eligible: Sequence[int], k: int) -> Skip:
+    """The k eligible layers with the lowest per-layer score (ties: the earlier layer)."""
+    return tuple(sorted(sorted(eligible, key=lambda layer: (scores[layer], layer))[:k]))
 
 
 def random_sets(eligible: Sequence[int], k: int, n: int, seed: int) -> list[Skip]:
@@ -54,13 +57,14 @@ def entry(objective: CachedObjective, skip: Skip) -> dict:
 
 
 def run_baselines(objective: CachedObjective, eligible: Sequence[int], k: int, n_random: int, seed: int,
-                  influence: Mapping[int, float] | None) -> dict:
+                  rankings: Mapping[str, Mapping[int, float]]) -> dict:
+    """`rankings`: per-layer scores by name (block_influence, loo_kl), lower meaning more removable."""
     baselines = {
         "uniform": entry(objective, uniform_placement(eligible, k)),
         "random": best_of(objective, random_sets(eligible, k, n_random, seed)),
     }
-    if influence is not None:
-        baselines["block_influence"] = entry(objective, least_influence(influence, eligible, k))
+    for name, scores in rankings.items():
+        baselines[name] = entry(objective, lowest_scores(scores, eligible, k))
     if math.comb(len(eligible), k) <= EXHAUSTIVE_LIMIT:
         baselines["exhaustive"] = best_of(objective, list(itertools.combinations(eligible, k)))
     return baselines

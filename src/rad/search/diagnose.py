@@ -18,6 +18,7 @@ from rad.search.baselines import run_baselines
 from rad.search.bayes import hide_password, run_search
 from rad.search.config import DiagnoseConfig
 from rad.search.influence import block_influence
+from rad.search.leave_one_out import leave_one_out_kl
 from rad.search.objective import CachedObjective
 from rad.search.prompts import load_prompts
 from rad.search.schema import check_diagnosis
@@ -63,13 +64,14 @@ def run_diagnosis(config: DiagnoseConfig) -> dict:
     model = load_model(model_dir, config.placement.device, config.placement.dtype)
     speedup = SpeedupObjective(model, sources, SpeedupConfig(config.objective, config.max_new_tokens, config.draft_len))
     objective = CachedObjective(speedup)
-    influence = block_influence(model, [p for prompts in sources.values() for p in prompts])
+    every_prompt = [p for prompts in sources.values() for p in prompts]
+    rankings = {"block_influence": block_influence(model, every_prompt), "loo_kl": leave_one_out_kl(model, every_prompt)}
     storage = config.storage or f"sqlite:///{Path(config.out).resolve() / 'study.db'}"
     # What must match for a resumed study's values to be comparable with new ones.
     settings = {"model": str(model_dir.resolve()), "prompts": config.prompts, "n_prompts": config.n_prompts,
                 "max_new_tokens": config.max_new_tokens, "draft_len": config.draft_len,
                 "objective": config.objective, "seed": config.seed}
-    results = {str(k): diagnose_k(k, config, eligible, objective, speedup, influence, storage, settings)
+    results = {str(k): diagnose_k(k, config, eligible, objective, speedup, rankings, storage, settings)
                for k in config.ks}
     diagnosis = {
         "version": SCHEMA_VERSION,
@@ -78,7 +80,7 @@ def run_diagnosis(config: DiagnoseConfig) -> dict:
         "attention_layers": model_config.attention_layers,
         "eligible_layers": eligible,
         "config": asdict(config) | {"storage": hide_password(storage)},
-        "block_influence": {str(l): v for l, v in influence.items()},
+        **{name: {str(l): v for l, v in scores.items()} for name, scores in rankings.items()},
         "results": results,
         "seconds": time.perf_counter() - start,
     }
@@ -88,13 +90,13 @@ def run_diagnosis(config: DiagnoseConfig) -> dict:
 
 
 def diagnose_k(k, config: DiagnoseConfig, eligible, objective: CachedObjective, speedup: SpeedupObjective,
-               influence, storage, settings) -> dict:
+               rankings, storage, settings) -> dict:
     start = time.perf_counter()
     search = run_search(objective, eligible, k, config.trials, sampler=config.sampler, seed=config.seed,
                         storage=storage, study_name=f"k{k}", settings=settings, resume=config.resume,
                         deterministic=config.objective == "modeled", progress=config.progress,
                         own_storage=config.storage is None)
-    baselines = run_baselines(objective, eligible, k, len(search.trials), config.seed, influence)
+    baselines = run_baselines(objective, eligible, k, len(search.trials), config.seed, rankings)
     best = search.best
     if "exhaustive" in baselines:
         optimum = baselines["exhaustive"]["value"]
