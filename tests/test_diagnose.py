@@ -200,3 +200,4 @@ def test_a_run_killed_during_a_trial_resumes_to_the_uninterrupted_search(redunda
                       for name in ("whole", "killed"))
     assert [t["skip"] for t in resumed["trials"]] == [t["skip"] for t in whole["trials"]]
     assert resumed["best_layers"] == whole["best_layers"] == list(QUIET)
+

@@ -17,6 +17,7 @@ from rad.errors import RadError
 from rad.eval.perplexity import score_texts, windows
 from rad.model.io import load_model
 from rad.model.tokenizer import load_tokenizer
+from rad.search.prompts import is_chat, load_prompts
 
 TEXTS = [("a", " ".join(f"w{(i * 7) % 120}" for i in range(70))), ("b", " ".join(f"w{(i * 3) % 50}" for i in range(25)))]
 
@@ -123,16 +124,40 @@ def test_the_suite_reports_each_task(tiny_dirs, tmp_path, capsys, monkeypatch):
     assert result["correct"] == sum(r["correct"] for r in result["tasks"].values())
 
 
-def test_the_text_set_splits_by_page_and_keeps_prose():
+@pytest.fixture(scope="module")
+def text_pages():
+    """(evaluation pages, distillation pages) of the text set."""
     try:
-        evaluation, distillation = text_set.documents("eval"), text_set.documents("distill")
+        return text_set.documents("eval"), text_set.documents("distill")
     except RadError as err:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI installs Debian's {text_set.PACKAGE} (.ci/run): {err}")
         pytest.skip(str(err))
+
+
+def test_the_text_set_splits_by_page_and_keeps_prose(text_pages):
+    evaluation, distillation = text_pages
     assert evaluation and distillation and not {p for p, _ in evaluation} & {p for p, _ in distillation}
     assert 0.05 < len(evaluation) / (len(evaluation) + len(distillation)) < 0.2
     text = " ".join(t for _, t in evaluation)
     paragraphs = [p for _, t in evaluation for p in t.split("\n\n")]
     assert not any(p.startswith(".. ") for p in paragraphs)  # no directive is left
     assert not re.search(r":\w+:`", text) and " the " in text  # roles are their text; prose remains
+
+
+def test_diagnosis_prompts_from_the_chat_suite_take_each_task_in_turn_from_the_training_split():
+    messages = load_prompts("task:smol", 2 * len(chat_tasks.SUITE), seed=3)
+    assert is_chat("task:smol") and is_chat("task:smol:copy") and not is_chat("task:math")
+    assert all(chat_tasks.split_of(m) == "train" for m in messages)  # the held-out problems stay untouched
+    firsts = {name: [p.prompt for p in chat_tasks.generate(name, 2, 3, split="train")] for name in chat_tasks.SUITE}
+    assert messages == [firsts[name][i] for i in range(2) for name in chat_tasks.SUITE]
+    with pytest.raises(RadError, match="unknown chat task"):
+        load_prompts("task:smol:nope", 1)
+
+
+def test_diagnosis_prompts_from_the_text_set_open_distillation_pages(text_pages):
+    evaluation, distillation = text_pages
+    openings = load_prompts(f"text:{text_set.NAME}", 5, seed=1)
+    assert len(set(openings)) == 5 and all(0 < len(o) <= 300 for o in openings)
+    assert all(any(t.startswith(o) for _, t in distillation) for o in openings)
+    assert not any(t.startswith(o) for _, t in evaluation for o in openings)

@@ -12,7 +12,7 @@ from rad.options import Options, internal, nested, option, seed_option
 from rad.search.bayes import SAMPLERS
 from rad.search.speedup import MODES
 
-PROMPT_SOURCES = "task:math | task:code | jsonl:PATH | text:PATH"
+PROMPT_SOURCES = "task:math | task:code | task:smol | task:smol:NAME | text:python-docs | jsonl:PATH | text:PATH"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from rad.search.config import DiagnoseConfig
 from rad.search.influence import block_influence
 from rad.search.leave_one_out import leave_one_out_kl
 from rad.search.objective import CachedObjective
-from rad.search.prompts import load_prompts
+from rad.search.prompts import is_chat, load_prompts
 from rad.search.schema import check_diagnosis
 from rad.search.space import check_k, eligible_layers
 from rad.search.speedup import SpeedupConfig, SpeedupObjective
@@ -48,7 +48,7 @@ def diagnose(config: DiagnoseConfig) -> dict:
 def run_diagnosis(config: DiagnoseConfig) -> dict:
     from rad.model.formats import load_config
     from rad.model.io import load_model, resolve_model_dir
-    from rad.model.tokenizer import load_tokenizer
+    from rad.model.tokenizer import encode_prompt, load_tokenizer
 
     set_threads(config.threads)
     start = time.perf_counter()
@@ -59,8 +59,8 @@ def run_diagnosis(config: DiagnoseConfig) -> dict:
     for k in config.ks:
         check_k(k, eligible)
     tokenizer = load_tokenizer(model_dir)
-    sources = {spec: [tokenizer(text)["input_ids"] for text in load_prompts(spec, config.n_prompts, config.seed)]
-               for spec in config.prompts}
+    sources = {spec: [encode_prompt(tokenizer, text, chat=is_chat(spec))
+                      for text in load_prompts(spec, config.n_prompts, config.seed)] for spec in config.prompts}
     model = load_model(model_dir, config.placement.device, config.placement.dtype)
     speedup = SpeedupObjective(model, sources, SpeedupConfig(config.objective, config.max_new_tokens, config.draft_len))
     objective = CachedObjective(speedup)
