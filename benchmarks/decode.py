@@ -1,8 +1,10 @@
-"""Greedy decode speed, rad vs transformers' generate, on the same random Llama weights.
+"""Greedy decode speed, rad vs transformers' generate, on the same weights: two random Llamas, or a real
+checkpoint folder (`--model smollm2`: SmolLM2-135M-Instruct as rad imports it) at several prompt lengths.
 
-For each model: a 256-token prompt, 128 new tokens, both implementations in turn (several
-repetitions after a warm-up), the outputs checked equal, then the median tokens/s of each and the
-ratio rad / transformers. Run: python benchmarks/decode.py [--reps 5] [--threads 1]
+For each model and prompt length: a random prompt, 128 new tokens (the time includes the prefill), both
+implementations in turn (several repetitions after a warm-up), the outputs checked equal, then the median tokens/s
+of each and the ratio rad / transformers. Run: python benchmarks/decode.py [--reps 5] [--threads 1]
+[--model smollm2 --prompt-lens 512,2048,8192]
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import tempfile
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from rad.decode.generate import generate
-from rad.model.io import load_model
+from rad.machine import calibration, describe
+from rad.model.io import load_model, resolve_model_dir
 
 MODELS = {
     "tiny (4 layers, hidden 128)": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
@@ -30,17 +33,27 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
-def bench_model(name: str, shape: dict, prompt_len: int, new_tokens: int, reps: int):
+def random_pair(shape: dict):
+    """transformers' random Llama of `shape` and rad's model of the same weights."""
     torch.manual_seed(0)
     reference = LlamaForCausalLM(LlamaConfig(vocab_size=32000, eos_token_id=None, bos_token_id=None, **shape)).eval()
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(folder)
-        ours = load_model(folder)
-    prompt = torch.randint(0, 32000, (1, prompt_len))
+        return reference, load_model(folder)
+
+
+def folder_pair(model: str):
+    folder = resolve_model_dir(model)
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval(), load_model(folder)
+
+
+def bench_model(name: str, reference, ours, prompt_len: int, new_tokens: int, reps: int):
+    prompt = torch.randint(0, reference.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
 
     def run_reference():
         with torch.inference_mode():
-            return reference.generate(prompt, max_new_tokens=new_tokens, do_sample=False)[0, prompt_len:].tolist()
+            return reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                                      do_sample=False, eos_token_id=None)[0, prompt_len:].tolist()
 
     def run_ours():
         return generate(ours, [prompt[0].tolist()], new_tokens).tokens[0]
@@ -55,22 +68,26 @@ def bench_model(name: str, shape: dict, prompt_len: int, new_tokens: int, reps: 
         times["rad"].append(t_ours)
     ratios = [r / o for r, o in zip(times["transformers"], times["rad"])]
     tps = {k: new_tokens / statistics.median(v) for k, v in times.items()}
-    print(f"{name:<28} rad {tps['rad']:8.1f} tok/s   transformers {tps['transformers']:8.1f} tok/s   "
+    print(f"{name:<28} prompt {prompt_len:>5}  rad {tps['rad']:8.1f} tok/s   transformers {tps['transformers']:8.1f} tok/s   "
           f"ratio {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})   same output: yes")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--prompt-len", type=int, default=256)
+    parser.add_argument("--prompt-lens", default="256", help="prompt lengths, e.g. 512,2048,8192")
+    parser.add_argument("--model", help="a model folder or name (smollm2) instead of the two random Llamas")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, help="torch CPU threads for both sides (1 on a machine busy with other work)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, greedy, prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps}")
-    for name, shape in MODELS.items():
-        bench_model(name, shape, args.prompt_len, args.new_tokens, args.reps)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {describe(calibration())}, greedy, "
+          f"new {args.new_tokens}, median of {args.reps}")
+    pairs = {args.model: folder_pair(args.model)} if args.model else {n: random_pair(s) for n, s in MODELS.items()}
+    for name, (reference, ours) in pairs.items():
+        for prompt_len in map(int, args.prompt_lens.split(",")):
+            bench_model(name, reference, ours, prompt_len, args.new_tokens, args.reps)
 
 
 if __name__ == "__main__":
