@@ -33,6 +33,16 @@ def follow_umask(folder: Path) -> None:
             os.chmod(path, 0o666 & ~mask)
 
 
+def temporary_folder_beside(out: Path) -> Path:
+    """A new empty folder next to `out` (its parent created), to fill and then rename to `out`: a folder that
+    appears whole or not at all."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise RadError(f"cannot create {out}: {err.strerror}") from None
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     try:

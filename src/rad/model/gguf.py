@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from rad.errors import RadError
-from rad.files import follow_umask
+from rad.files import follow_umask, temporary_folder_beside
 from rad.model.families import SUPPORTED_MODEL_TYPES
 
 GGUF_MAGIC = b"GGUF"
@@ -104,11 +103,7 @@ def import_gguf(path: str | Path, out: str | Path, dtype: str = "float32", exist
     state = {name: tensor.detach().to(DTYPES[dtype]).contiguous() for name, tensor in model.state_dict().items()}
     if config.get("tie_word_embeddings"):
         state.pop("lm_head.weight", None)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as err:
-        raise RadError(f"cannot create {out}: {err.strerror}") from None
+    tmp = temporary_folder_beside(out)
     try:
         tokenizer.save_pretrained(str(tmp))
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -11,7 +11,6 @@ import json
 import os
 from dataclasses import asdict, dataclass
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rad.errors import RadError
-from rad.files import follow_umask
+from rad.files import follow_umask, temporary_folder_beside
 from rad.model.bamba import bamba_config, bamba_incompatibility, from_bamba_name, to_bamba_name
 from rad.model.config import ModelConfig
 from rad.model.formats import load_config
@@ -226,11 +225,7 @@ def save_hybrid(model: CausalLM, out_dir: str | Path, copy_from: str | Path | No
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RadError(f"{out_dir} already exists and is not an empty folder; choose a new --out")
     raw, state = hybrid_checkpoint(model)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as err:
-        raise RadError(f"cannot create {out_dir}: {err.strerror}") from None
+    tmp = temporary_folder_beside(out_dir)
     try:
         if copy_from is not None:
             for path in Path(copy_from).iterdir():
