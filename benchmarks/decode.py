@@ -4,7 +4,7 @@ checkpoint folder (`--model smollm2`: SmolLM2-135M-Instruct as rad imports it) a
 For each model and prompt length: a random prompt, 128 new tokens (the time includes the prefill), both
 implementations in turn (several repetitions after a warm-up), the outputs checked equal, then the median tokens/s
 of each and the ratio rad / transformers. Run: python benchmarks/decode.py [--reps 5] [--threads 1]
-[--model smollm2 --prompt-lens 512,2048,8192]
+[--model smollm2 --prompt-lens 512,2048,8128]
 """
 
 from __future__ import annotations

@@ -58,9 +58,13 @@ def main():
           f"{args.max_new_tokens} new tokens, draft length {args.draft_len}; {torch.get_num_threads()} threads; {describe(calibration())}")
     for k in map(int, args.ks.split(",")):
         start = time.perf_counter()
-        curves = {sampler: [run_search(objective, layers, k, args.trials, sampler=sampler, seed=seed).trials
-                            for seed in range(args.seeds)] for sampler in ("gp", "random")}
-        values = {s: [[t.value for t in run] for run in runs] for s, runs in curves.items()}
+        values = {"gp": [], "random": []}
+        for seed in range(args.seeds):
+            for sampler, runs in values.items():
+                runs.append([t.value for t in run_search(objective, layers, k, args.trials, sampler=sampler,
+                                                         seed=seed).trials])
+                print(f"  k={k} seed {seed} {sampler}: best {max(runs[-1]):.4f} "
+                      f"(values {', '.join(f'{v:.3f}' for v in runs[-1])})", flush=True)
         best = max(v for runs in values.values() for run in runs for v in run)
         print(f"k={k}: best value any run found {best:.4f}; {len(objective.evaluated(k))} distinct sets evaluated "
               f"in {time.perf_counter() - start:.0f} s")
