@@ -14,6 +14,7 @@ from rad.distill.config import DistillConfig
 from rad.errors import RadError
 from rad.machine import describe
 from rad.eval.accuracy import EvalConfig
+from rad.eval.harness.run import HarnessConfig
 from rad.eval.throughput import BenchConfig
 from rad.model.io import Placement
 from rad.options import nested, option
@@ -101,7 +102,13 @@ class EvalCommand(JsonOutput):
     teacher: str | None = option(None, help="ppl tasks: also the KL from this model to the evaluated one per token, "
                                             "and how often their most likely tokens agree")
     settings: EvalConfig = nested(EvalConfig)
+    harness: HarnessConfig = nested(HarnessConfig)
     placement: Placement = nested(Placement)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.harness.lm_eval and (self.records or self.teacher):
+            raise RadError("--records and --teacher belong to --task; the harness (--lm-eval) keeps its own samples")
 
 
 def run_eval(command: EvalCommand) -> None:
@@ -114,6 +121,8 @@ def run_eval(command: EvalCommand) -> None:
     from rad.model.io import load_model, resolve_model_dir
     from rad.model.tokenizer import load_tokenizer
 
+    if command.harness.lm_eval:
+        return run_lm_eval(command)
     check_task_spec(command.settings.task)  # fail before the model loads
     if command.settings.task == "humaneval":
         from rad.eval.isolation import require_isolation
@@ -134,6 +143,22 @@ def run_eval(command: EvalCommand) -> None:
     if command.records:
         atomic_write_jsonl(command.records, records)
     command.emit(result, eval_text)
+
+
+def run_lm_eval(command: EvalCommand) -> None:
+    from rad.eval.harness.run import run_harness
+
+    result = run_harness(command.model, command.harness, command.settings.batch_size, command.placement.device,
+                         command.placement.dtype)
+    if command.json:
+        print(json.dumps({key: result[key] for key in ("results", "groups", "n-samples", "n-shot") if key in result},
+                         default=lambda value: value.item()))  # numpy scalars
+        return
+    from lm_eval.utils import make_table
+
+    print(make_table(result))
+    if result.get("groups"):
+        print(make_table(result, "groups"))
 
 
 def eval_text(result: dict) -> str:
@@ -189,7 +214,8 @@ COMMANDS = [
     Command("convert", "replace attention layers by Mamba2 mixers (a hybrid model folder)", ConvertCommand, run_convert),
     Command("distill", "distil a hybrid from its teacher: SSM mixers first, then optionally end to end", DistillCommand,
             run_distill),
-    Command("eval", "generation-based accuracy on a task", EvalCommand, run_eval),
+    Command("eval", "accuracy or perplexity on a task, or lm-evaluation-harness tasks (--lm-eval)", EvalCommand,
+            run_eval),
     Command("bench", "decode tokens/s, time to first token and memory, per model, context and batch", BenchCommand,
             run_bench),
 ]

@@ -197,6 +197,7 @@ class CausalLM(nn.Module):
         logit_index: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
         capture: Collection[int] = (),
+        apply_head: bool = True,
     ):
         """Logits for tokens `input_ids` (B, T) at `positions` (B, T); with `capture`, (logits, {layer: MixerIO})
         for those layers, whose token mixers must run (not skipped).
@@ -207,6 +208,8 @@ class CausalLM(nn.Module):
         `logit_index` (B,) only the logits at that index of each row are computed: (B, vocab).
         `valid` (B, T) bool marks real tokens when rows are right-padded: SSM layers must not run
         over padding (attention needs no mask, its padded slots lie beyond each row's length).
+        Without `apply_head`, the final hidden states (after the last norm) instead of logits, for a caller that
+        needs the logits of a few positions of long rows (a (T, vocab) slice per row can take gigabytes).
         """
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
@@ -219,8 +222,10 @@ class CausalLM(nn.Module):
                 x = layer(x, positions, rotary, seen, cache, i in skip, valid)
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
-        logits = self.lm_head(self.model.norm(x))
-        return (logits, captured) if capture else logits
+        out = self.model.norm(x)
+        if apply_head:
+            out = self.lm_head(out)
+        return (out, captured) if capture else out
 
     def compile_layers(self, backend: str = "inductor") -> None:
         """torch.compile each decoder layer in place (static shapes; `backend` is torch.compile's). Layers
