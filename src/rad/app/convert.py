@@ -3,13 +3,14 @@ diagnosis.json), convert the checkpoint (rad.model.convert's initialisers) and w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rad.errors import RadError
 from rad.model.bamba import bamba_incompatibility
 from rad.model.convert import INITS, convert
 from rad.model.formats import load_config
+from rad.model.hybrid import MIXER_SIZES, MixerSize
 from rad.model.io import DTYPES, load_model, resolve_model_dir, save_hybrid
 from rad.options import Options, option, seed_option
 from rad.search.schema import read_diagnosis
@@ -20,6 +21,18 @@ class ConvertConfig(Options):
     init: str = option("rad", help="rad: out_proj <- o_proj, in_proj <- 0 (the draft model exactly); "
                                    "kqvo: x, B, C <- v, k, q", choices=INITS)
     seed: int = seed_option("seed of the freshly initialised mixer parameters")
+    mixer: str = option("full", help="mixer size: full (one SSM head per query head, as wide as the query heads) or "
+                                     "kv (one per key/value head: fewer weights than the attention it replaces "
+                                     "in a grouped-query model)", choices=MIXER_SIZES)
+    ssm_heads: int | None = option(None, help="SSM heads per mixer (default: the --mixer size's)", low=1)
+    ssm_groups: int | None = option(None, help="B/C groups per mixer (default: one per SSM head)", low=1)
+    d_state: int | None = option(None, help="SSM state size per head (default: the attention's head_dim)", low=1)
+    expand: float | None = option(None, help="mixer width as a multiple of hidden_size (default: the --mixer size's)",
+                                  above=0)
+
+    @property
+    def size(self) -> MixerSize:
+        return MixerSize(self.mixer, self.ssm_heads, self.ssm_groups, self.d_state, self.expand)
 
 
 def layers_from_diagnosis(path: str | Path, k: int) -> list[int]:
@@ -39,10 +52,10 @@ def convert_folder(model_dir, out_dir, layers, config: ConvertConfig = ConvertCo
     model_dir = resolve_model_dir(model_dir)
     dtype = load_config(model_dir).dtype
     model = load_model(model_dir, dtype=dtype if dtype in DTYPES else "float32")
-    hybrid, notes = convert(model, layers, config.init, config.seed, in_place=True)
+    hybrid, notes = convert(model, layers, config.init, config.seed, in_place=True, size=config.size)
     reason = bamba_incompatibility(hybrid.config)
     if reason:
         notes.append(f"saved with rad's own model_type 'rad_hybrid', which transformers cannot load, not as Bamba: {reason}")
     model_type = save_hybrid(hybrid, out_dir, copy_from=model_dir)
     return {"out": str(out_dir), "model_type": model_type, "layers": hybrid.config.ssm_layers, "init": config.init,
-            "layer_types": hybrid.config.layer_types, "notes": notes}  # fmt: skip
+            "layer_types": hybrid.config.layer_types, "ssm": asdict(hybrid.config.ssm), "notes": notes}  # fmt: skip

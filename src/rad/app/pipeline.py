@@ -106,6 +106,7 @@ def check_run(config: RunConfig) -> None:
     from rad.eval.tasks import check_task_spec
     from rad.files import atomic_write_text
     from rad.model.formats import load_config
+    from rad.model.hybrid import ssm_config_for
     from rad.model.io import resolve_model_dir
 
     model_config = load_config(resolve_model_dir(config.model))
@@ -114,6 +115,8 @@ def check_run(config: RunConfig) -> None:
         raise RadError(f"--k must be between 1 and {len(attention) - 1} (the model has {len(attention)} attention layers), got {config.k}")
     if config.teacher is not None:
         load_config(resolve_model_dir(config.teacher))
+    if model_config.ssm is None:  # the mixer size fits the model's attention (a hybrid keeps its own)
+        ssm_config_for(model_config, size=config.convert.size)
     check_config(config.stage_config("distill"))  # data, and what else `rad distill` checks before loading
     for task in config.tasks:
         check_task_spec(task)

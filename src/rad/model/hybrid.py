@@ -6,19 +6,51 @@ so a hybrid's weights are `model.layers.N.mamba.in_proj.weight`, ...
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from rad.errors import RadError
 from rad.model.cache import DecodeCache
 from rad.model.config import ModelConfig, SSMConfig
 from rad.model.ssm import Mamba2Mixer, MambaState
 
 
-def ssm_config_for(config: ModelConfig, chunk_size: int = 256) -> SSMConfig:
-    """A mixer shaped like the attention it replaces: one SSM head per query head, d_state = head_dim,
-    one B/C group per head (so K and Q map onto B and C head by head, see convert.py)."""
-    heads, dim = config.num_heads, config.head_dim
-    return SSMConfig(n_heads=heads, head_dim=dim, n_groups=heads, d_state=dim, chunk_size=chunk_size,
-                     norm_group_size=heads * dim)  # fmt: skip
+MIXER_SIZES = ("full", "kv")
+
+
+@dataclass(frozen=True)
+class MixerSize:
+    """How large a replaced layer's Mamba2 mixer is. `base`: full (one SSM head and one B/C group per query head,
+    d_inner = the query width) or kv (one per key/value head, d_inner = the key/value width, as Mamba-in-the-Llama
+    sizes it: x from V and B from K without repetition). The other fields, when given, override the base:
+    `expand` sets d_inner = expand x hidden_size, and head_dim = d_inner / heads."""
+
+    base: str = "full"
+    heads: int | None = None
+    groups: int | None = None
+    d_state: int | None = None
+    expand: float | None = None
+
+
+def ssm_config_for(config: ModelConfig, chunk_size: int = 256, size: MixerSize = MixerSize()) -> SSMConfig:
+    """The mixers' shape for a model's attention layers; d_state defaults to the attention's head_dim."""
+    if size.base not in MIXER_SIZES:
+        raise RadError(f"unknown mixer size '{size.base}'; choose one of {', '.join(MIXER_SIZES)}")
+    base_heads = config.num_heads if size.base == "full" else config.num_kv_heads
+    heads = size.heads or base_heads
+    d_inner = base_heads * config.head_dim
+    if size.expand is not None:
+        d_inner = round(size.expand * config.hidden_size)
+        if d_inner < 1 or abs(d_inner - size.expand * config.hidden_size) > 1e-6:
+            raise RadError(f"--expand {size.expand} x hidden_size {config.hidden_size} is not a whole number of channels")
+    groups = size.groups or heads  # both bases give each SSM head its own B/C group
+    if d_inner % heads:
+        raise RadError(f"the mixer's {d_inner} channels do not split into {heads} SSM heads")
+    if heads % groups:
+        raise RadError(f"{groups} B/C groups do not divide {heads} SSM heads")
+    return SSMConfig(n_heads=heads, head_dim=d_inner // heads, n_groups=groups, d_state=size.d_state or config.head_dim,
+                     chunk_size=chunk_size, norm_group_size=d_inner)  # fmt: skip
 
 
 class SSMMixer(Mamba2Mixer):
