@@ -3,10 +3,13 @@
 (loaded from the folder where Bamba can express the size, built in memory where it cannot), the kv size's kqvo
 reduction is exact for a group whose query heads agree, and the kv mixer has fewer weights than the attention."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, BambaConfig, BambaForCausalLM
 
+from rad.app.cli import main
 from rad.errors import RadError
 from rad.model.bamba import bamba_config, to_bamba_name
 from rad.model.convert import convert
@@ -121,3 +124,23 @@ def test_sizes_that_do_not_fit_are_refused(llama_dir, size, message):
 def test_kqvo_refuses_sizes_it_cannot_map(llama_dir):
     with pytest.raises(RadError, match="use --init rad for other sizes"):
         convert(load_model(llama_dir), LAYERS, "kqvo", size=SIZES["explicit"])
+
+
+def test_info_and_bench_give_the_weights_of_a_replaced_layer(llama_dir, tmp_path, capsys):
+    """Counted against the reference implementations: transformers' Llama attention and Bamba mixer."""
+    from transformers import LlamaForCausalLM
+
+    hybrid = hybrid_of(llama_dir, "kv")
+    save_hybrid(hybrid, tmp_path / "h", copy_from=llama_dir)
+    teacher = LlamaForCausalLM.from_pretrained(str(llama_dir))
+    attention = sum(p.numel() for p in teacher.model.layers[0].self_attn.parameters())
+    ssm = sum(p.numel() for p in bamba_in_memory(hybrid).model.layers[1].mamba.parameters())
+    assert main(["info", str(tmp_path / "h"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters_per_mixer"] == {"attention": attention, "ssm": ssm}
+    assert info["parameters"] == teacher.num_parameters() - len(LAYERS) * (attention - ssm)
+    assert main(["bench", str(llama_dir), str(tmp_path / "h"), "--contexts", "8", "--batch-sizes", "1",
+                 "--new-tokens", "2", "--reps", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"weights {info['parameters']:,} vs {teacher.num_parameters():,}" in out
+    assert f"per replaced layer {ssm:,} SSM weights for {attention:,} of attention" in out

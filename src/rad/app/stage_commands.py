@@ -199,10 +199,18 @@ def run_bench(command: BenchCommand) -> None:
     command.emit(result, bench_ratios)
 
 
+def mixer_sizes(entry: dict, first: dict) -> str:
+    """How large a replaced layer's mixer is against the attention it replaced, when the first model has one."""
+    ssm, attention = entry["parameters_per_mixer"].get("ssm"), first["parameters_per_mixer"].get("attention")
+    return f"; per replaced layer {ssm:,} SSM weights for {attention:,} of attention" if ssm and attention else ""
+
+
 def bench_ratios(result: dict) -> str:
     lines = [f"machine: {describe(result['machine'])}"]
+    first = result["models"][0]
     for entry in result["models"][1:]:
-        lines.append(f"{entry['model']} vs {result['models'][0]['model']}:")
+        lines.append(f"{entry['model']} vs {first['model']}: weights {entry['parameters']:,} vs {first['parameters']:,} "
+                     f"({entry['parameters'] / first['parameters']:.3f}x){mixer_sizes(entry, first)}")
         lines += [f"  context {r['context']:>6}  batch {r['batch']:>3}  decode speed-up {r['decode_speedup']:.2f}x"
                   f"  memory ratio {r['memory_ratio']:.2f}" for r in entry["vs_first"]]
     return "\n".join(lines)

@@ -107,7 +107,8 @@ def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", d
     `progress(model_index, point)` is called after each point."""
     check_fits(model_dirs, config, device, dtype)
     models = [load_model(name, device=device, dtype=dtype) for name in model_dirs]
-    entries = [{"model": str(name), "layer_types": m.config.layer_types, "points": []} for name, m in zip(model_dirs, models)]
+    entries = [{"model": str(name), "layer_types": m.config.layer_types, "parameters": m.num_parameters(),
+                "parameters_per_mixer": m.parameters_per_mixer(), "points": []} for name, m in zip(model_dirs, models)]
     for context in config.contexts:
         for batch in config.batch_sizes:
             for i, point in enumerate(measure_points(models, context, batch, config)):

@@ -188,6 +188,7 @@ def describe(name: str | Path) -> dict:
         "head_dim": config.head_dim,
         "vocab_size": config.vocab_size,
         "parameters": model.num_parameters(),
+        "parameters_per_mixer": model.parameters_per_mixer(),
         "dtype": config.dtype,
         "tied_embeddings": config.tie_word_embeddings,
         "rope_theta": config.rope_theta,

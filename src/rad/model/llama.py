@@ -242,3 +242,12 @@ class CausalLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are one Parameter, counted once
 
+    def parameters_per_mixer(self) -> dict[str, int]:
+        """The weights of one token mixer of each kind the model has: {"attention": n, "ssm": n} (all mixers of a
+        kind have one size), what a converted layer gives up and takes on."""
+        found = {}
+        for layer in self.model.layers:
+            kind, mixer = ("ssm", layer.mamba) if layer.is_ssm else ("attention", layer.self_attn)
+            found.setdefault(kind, sum(p.numel() for p in mixer.parameters()))
+        return found
+
