@@ -18,9 +18,9 @@ LAYER_TYPES = ("attention", "ssm")
 class SSMConfig:
     """Shape of every Mamba2 mixer of a hybrid (one setting for all "ssm" layers, as Bamba has).
 
-    Conversion sizes it from the attention it replaces: n_heads = query heads, head_dim = d_state =
-    attention head_dim, n_groups = n_heads. norm_group_size is the gated RMSNorm's group: d_inner
-    (what transformers' Bamba computes) in every folder rad writes.
+    Conversion sizes it from the attention it replaces (rad.model.hybrid.MixerSize: by default n_heads = query
+    heads, head_dim = d_state = attention head_dim, n_groups = n_heads). norm_group_size is the gated RMSNorm's
+    group: d_inner (what transformers' Bamba computes) in every folder rad writes.
     """
 
     n_heads: int
