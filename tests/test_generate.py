@@ -50,6 +50,19 @@ def test_stop_token_ends_a_row(llama_dir):
     assert stopped == free[: free.index(stop) + 1]
 
 
+def test_a_finished_row_stops_the_loop_without_changing_its_tokens(llama_dir):
+    """`finished` is asked every few steps; once every row says so, decoding ends early, and what was decoded is
+    what decoding without it gives (a prefix of it)."""
+    model = load_model(llama_dir)
+    prompts = random_prompts([9, 17])
+    free = generate(model, prompts, 64, stop_tokens=[])
+    asked = []
+    early = generate(model, prompts, 64, stop_tokens=[], finished=lambda row: asked.append(len(row)) or len(row) >= 10)
+    assert free.steps == 64 and early.steps == 16  # asked at 8 (not yet), then at 16
+    assert sorted(set(asked)) == [8, 16]
+    assert early.tokens == [row[:16] for row in free.tokens]
+
+
 def test_top_p_keeps_the_smallest_nucleus():
     """Brute force: the kept set is the shortest prefix (by probability) whose mass reaches top_p."""
     logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]])

@@ -7,7 +7,7 @@ and no host syncs; the loop looks at the host only every few steps to stop early
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 
@@ -21,9 +21,12 @@ STOP_CHECK_INTERVAL = 8  # steps between host syncs that test "all rows finished
 @torch.inference_mode()
 def generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64,
              sampling: SamplingConfig = SamplingConfig(), stop_tokens: Collection[int] | None = None,
-             skip: Collection[int] = (), beyond_positions: bool = False) -> GenerationOutput:
+             skip: Collection[int] = (), beyond_positions: bool = False,
+             finished: Callable[[list[int]], bool] | None = None) -> GenerationOutput:
     """Generate up to `max_new_tokens` for each prompt (token id lists), skipping attention in `skip`
-    (`beyond_positions`: allow more positions than the model has, for a speed measurement)."""
+    (`beyond_positions`: allow more positions than the model has, for a speed measurement). `finished(tokens)`
+    also ends a row, e.g. once its text holds a stop string: asked every few steps, so a row it ends may carry
+    up to that many tokens past the point, which the caller cuts (stop tokens are cut here)."""
     skip, stop_tokens, ids, lengths = check_request(model, prompts, max_new_tokens, stop_tokens, skip, beyond_positions)
     device = model.device
     batch = ids.shape[0]
@@ -44,6 +47,8 @@ def generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: 
         out[:, step] = token
         done |= torch.isin(token, stops)
         steps = step + 1
+        if finished is not None and steps % STOP_CHECK_INTERVAL == 0:
+            done |= torch.tensor([finished(row) for row in out[:, :steps].tolist()], device=device)
         if steps == max_new_tokens or (steps % STOP_CHECK_INTERVAL == 0 and bool(done.all())):
             break
         logits = model(token[:, None], cache.lengths[:, None], cache, skip)[:, -1]

@@ -10,7 +10,7 @@ the first `until` string, with special tokens left out of the text.
 
 What differs is how: sequences of similar length are scored in right-padded batches by rad's forward (padding
 never reaches a real token: attention is causal, SSM layers skip it), and generation is rad's batched decoding,
-plain or hybrid checkpoints alike.
+plain or hybrid checkpoints alike, which ends a row once its text holds an `until` string.
 """
 
 from __future__ import annotations
@@ -145,10 +145,16 @@ class RadLM(LM):
                            DEFAULT_MAX_GEN_TOKS))
         sampling = SamplingConfig(temperature=float(settings.get("temperature", 0.0)) if settings.get("do_sample") else 0.0)
         prompts = [self.encode(c)[-(self.max_length - max_new):] for c in contexts]
+
+        def holds_a_stop(tokens: list[int]) -> bool:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            return any(stop and stop in text for stop in until)
+
         texts = []
         batches = range(0, len(prompts), self.batch_size)
         for start in tqdm(batches, desc="generate_until", unit="batch", disable=len(batches) < 2):
-            result = generate(self.model, prompts[start : start + self.batch_size], max_new, sampling)
+            result = generate(self.model, prompts[start : start + self.batch_size], max_new, sampling,
+                              finished=holds_a_stop if until else None)
             texts += [cut_at_stops(self.tokenizer.decode(tokens, skip_special_tokens=True), until)
                       for tokens in result.tokens]
         return texts
