@@ -64,6 +64,9 @@ class DecodeCache:
         self.keys = {i: torch.zeros(shape, device=device, dtype=dtype) for i in config.attention_layers}
         self.values = {i: torch.zeros(shape, device=device, dtype=dtype) for i in config.attention_layers}
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        # Known on the host, unlike `lengths`: no forward has written here yet (the model's forward clears it), so
+        # only the next one can be a prefill whose queries see nothing but its own keys.
+        self.fresh = True
         self.max_len = max_len
         self.slots = torch.arange(max_len, device=device)
         self._rows = torch.arange(batch, device=device)[:, None]

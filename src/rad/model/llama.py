@@ -96,10 +96,10 @@ class Visibility(NamedTuple):
     """Which keys each query of a forward sees, worked out once per forward and shared by the layers.
 
     `masks` maps a window size (None: full attention) to a (B, 1, T, S) mask over the keys attention reads.
-    With `own_keys` (every row's positions are 0..T-1: a prefill, or a training row) the keys a query may see
-    are all in this forward, so attention reads them, not the cache (which it still fills), and full attention
-    needs no mask (None: causal), which lets torch use its fused kernel: half the time of a masked prefill
-    over 2,048 tokens on a CPU.
+    With `own_keys` (every row's positions are 0..T-1, and no cache or a cache no forward has written yet: a
+    prefill, or a training row) the keys a query may see are all in this forward, so attention reads them, not
+    the cache (which it still fills), and full attention needs no mask (None: causal), which lets torch use its
+    fused kernel: half the time of a masked prefill over 2,048 tokens on a CPU.
     """
 
     masks: dict
@@ -107,9 +107,11 @@ class Visibility(NamedTuple):
 
 
 def key_visibility(positions: torch.Tensor, cache: DecodeCache | None, windows: set) -> Visibility:
+    """The positions are read (a host sync) only where they can make a difference: a forward of several tokens
+    into no cache or a fresh one, not a decode step or a verify block; and never in a compiled graph."""
     length = positions.shape[1]
-    # The check reads data, which a compiled step must not (a graph break): compiled steps use the masks.
-    own_keys = not torch.compiler.is_compiling() and torch.equal(positions, torch.arange(length, device=positions.device).expand_as(positions))
+    own_keys = (length > 1 and (cache is None or cache.fresh) and not torch.compiler.is_compiling()
+                and torch.equal(positions, torch.arange(length, device=positions.device).expand_as(positions)))
     if own_keys:
         return Visibility({w: None if w is None else attention_mask(positions, positions, w) for w in windows}, True)
     key_positions = positions if cache is None else cache.slots.expand(positions.shape[0], -1)
@@ -214,6 +216,8 @@ class CausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
         seen = key_visibility(positions, cache, set(self.config.sliding_windows))
+        if cache is not None:
+            cache.fresh = False
         captured = {}
         for i, layer in enumerate(self.model.layers):
             if i in capture:

@@ -47,7 +47,7 @@ class RadLM(LM):
         folder = resolve_model_dir(str(pretrained))
         self.model = load_model(folder, device, dtype)
         self.tokenizer = load_tokenizer(folder)
-        self.batch_size = 16 if batch_size in (None, "auto") or str(batch_size).startswith("auto") else int(batch_size)
+        self.batch_size = 16 if batch_size is None or str(batch_size).startswith("auto") else int(batch_size)
         self.max_length = int(max_length) if max_length else self.model.config.max_position_embeddings
         self.name = str(pretrained)
 
