@@ -113,8 +113,12 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
         raise RadError("name at least one layer to convert")
     layers = sorted(config.check_layers(layers, "layers to convert"))
     types = ["ssm" if i in layers else t for i, t in enumerate(config.layer_types)]
+    ssm = ssm_config_for(config, config.ssm.chunk_size if config.ssm else chunk_size, size)
+    if config.ssm is not None and size != MixerSize() and ssm != config.ssm:
+        raise RadError(f"this hybrid's mixers have one size already ({config.ssm.n_heads} SSM heads of "
+                       f"{config.ssm.head_dim}); convert more layers without a mixer size")
     hybrid = model if in_place else copy.deepcopy(model)
-    hybrid.config = replace(config, layer_types=types, ssm=config.ssm or ssm_config_for(config, chunk_size, size))
+    hybrid.config = replace(config, layer_types=types, ssm=config.ssm or ssm)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for i in layers:
