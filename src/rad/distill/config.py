@@ -9,8 +9,10 @@ from rad.errors import RadError
 from rad.machine import THREADS_HELP
 from rad.options import Options, internal, option, seed_option
 
-DATA_HELP = ("task:math | task:code | task:math+code (a task named twice gets twice its share) | "
-             "jsonl:PATH (texts or chat messages)")
+DATA_HELP = ("parts joined by + that take turns: task:math | task:code | task:math+code (a task named twice gets twice "
+             "its share) | text:python-docs (the text set) | jsonl:PATH (texts or chat messages) | teacher:SOURCE "
+             "(the teacher's completions to SOURCE's prompts: task:math|code|smol|smol:NAME, text:python-docs, "
+             "jsonl:PATH of chats)")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
@@ -55,6 +57,12 @@ class DistillConfig(Options):
     time_budget: float | None = option(None, help="seconds the distillation may take: its last stage's steps (at most "
                                                    "the configured ones) are sized from its measured step time", above=0)
     min_lr_ratio: float = option(0.1, help="every stage's cosine decay ends at this share of its peak rate", low=0, high=1)
+    teacher_temperature: float = option(1.0, help="teacher: data: sampling temperature of the teacher's completions "
+                                                  "(0: greedy)", low=0)
+    teacher_max_new_tokens: int = option(256, help="teacher: data: longest completion", low=1)
+    teacher_batch: int = option(16, help="teacher: data: prompts the teacher answers at once", low=1)
+    teacher_data_cache: str | None = option(None, help="teacher: data: folder of the written completions, reused by "
+                                                       "later runs (default: rad's cache folder, by settings)")
     on_policy_max_new_tokens: int = option(128, help="longest completion on an on-policy step", low=1)
     seq_len: int = option(256, help="tokens per row", low=2)
     pack: bool = option(True, help="one document per row (padded) instead of packed rows", flag="--no-pack")

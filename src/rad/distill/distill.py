@@ -26,6 +26,7 @@ from rad.distill.data import build_rows, check_data_spec, documents
 from rad.distill.metrics import read_metrics
 from rad.distill.on_policy import OnPolicy
 from rad.distill.teacher import TopkCache, check_same_tokenizer
+from rad.distill.teacher_data import TeacherWriter
 from rad.distill.trainer import Trainer
 from rad.errors import RadError
 from rad.files import atomic_write_json, folder_lock
@@ -40,8 +41,8 @@ from rad.options import require
 RESUME_KEYS = ("student", "teacher", "data", "align_steps", "align_lr", "align_warmup", "stage1_steps", "stage1_lr",
                "stage1_warmup", "stage1_on_policy", "stage2_steps", "stage2_lr", "stage2_warmup", "stage2_params",
                "stage2_on_policy", "min_lr_ratio", "seq_len", "pack", "assistant_only", "batch_size", "temperature",
-               "on_policy_max_new_tokens", "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm",
-               "topk_cache", "topk", "seed")
+               "on_policy_max_new_tokens", "teacher_temperature", "teacher_max_new_tokens", "teacher_batch",
+               "kl_weight", "hidden_weight", "ce_weight", "weight_decay", "max_grad_norm", "topk_cache", "topk", "seed")
 
 
 def check_config(config: DistillConfig) -> None:
@@ -104,8 +105,11 @@ def train(config: DistillConfig, precision: Precision, accelerator: Accelerator,
     total_steps = config.total_steps
     total_rows = total_steps * config.batch_size
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rows = build_rows(documents(config.data, tokenizer, config.seed, config.assistant_only), total_rows,
-                      config.seq_len, config.pack, pad_id)
+    writer = TeacherWriter(teacher, tokenizer, teacher_data_settings(config, teacher_dir), config.teacher_data_cache,
+                           progress=config.progress and accelerator.is_main_process)
+    with accelerator.main_process_first():  # one process writes the teacher's completions, the others read them
+        rows = build_rows(documents(config.data, tokenizer, config.seed, config.assistant_only, writer), total_rows,
+                          config.seq_len, config.pack, pad_id)
     cache = None
     if config.topk_cache:
         fingerprint = {key: settings[key] for key in ("teacher", "data", "seq_len", "pack", "assistant_only", "seed")}
@@ -131,6 +135,12 @@ def train(config: DistillConfig, precision: Precision, accelerator: Accelerator,
         atomic_write_json(Path(config.out) / "distill.json", summary)
     accelerator.wait_for_everyone()
     return summary
+
+
+def teacher_data_settings(config: DistillConfig, teacher_dir: Path) -> dict:
+    """What decides the teacher's completions (the cache files' header)."""
+    return {"teacher": str(teacher_dir.resolve()), "seed": config.seed, "temperature": config.teacher_temperature,
+            "max_new_tokens": config.teacher_max_new_tokens, "batch": config.teacher_batch}
 
 
 def last_record(out: Path) -> dict | None:
