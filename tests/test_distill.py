@@ -16,9 +16,10 @@ import rad.distill.stage_losses as stage_losses_module
 import rad.distill.trainer as trainer_module
 from rad.app.cli import main
 from rad.distill.data import build_rows, documents
-from rad.distill.distill import distill
+from rad.distill.distill import distill, make_accelerator
 from rad.distill.metrics import read_metrics
 from rad.distill.params import select_parameters
+from rad.distill.stage_losses import DistillationLoss
 from rad.errors import RadError
 from rad.model.io import load_model
 from rad.model.tokenizer import load_tokenizer
@@ -123,14 +124,14 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(setup, tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(setup, tmp_path, monkeypatch):
     teacher, hybrid, data = setup
     calls = []
-    real_kl = stage_losses_module.kl_sum
+    real_terms = stage_losses_module.head_terms
 
     def turns_nan(*args, **kwargs):
         calls.append(1)
-        value = real_kl(*args, **kwargs)
-        return value * float("nan") if len(calls) >= 3 else value
+        kl, ce = real_terms(*args, **kwargs)
+        return (kl * float("nan"), ce) if len(calls) >= 3 else (kl, ce)
 
-    monkeypatch.setattr(stage_losses_module, "kl_sum", turns_nan)
+    monkeypatch.setattr(stage_losses_module, "head_terms", turns_nan)
     out = tmp_path / "out"
     with pytest.raises(RadError, match=r"stopped at step 3 \(stage 1\): the loss nan is not finite; the last good checkpoint is .*step-000002"):
         distill(config(hybrid, teacher, data, out, steps1=5, save_every=2))
@@ -234,3 +235,31 @@ def test_killed_while_saving_the_model_resumes_to_a_complete_summary(setup, tmp_
     assert {k: v for k, v in final.items() if k != "tokens_per_s"} == \
         {k: v for k, v in whole["final"].items() if k != "tokens_per_s"}
     assert all(torch.equal(weights(killed)[n], w) for n, w in weights(tmp_path / "whole").items())
+
+
+@pytest.mark.parametrize("chunk, recompute", [(7, False), (1000, True)])
+def test_a_steps_chunked_loss_and_gradients_equal_autograd_on_the_whole_logits(setup, tmp_path, chunk, recompute):
+    """Every parameter trains (stage 2), the tied head too; the reference: torch's kl_div and cross_entropy over
+    the full logits of every position, differentiated by autograd."""
+    teacher_dir, hybrid, data = setup
+    cfg = config(hybrid, teacher_dir, data, tmp_path / "out", temperature=2.0, ce_weight=0.5, loss_chunk=chunk,
+                 pack=False)
+    rows = build_rows(documents(f"jsonl:{data}", load_tokenizer(hybrid), 0, False), 4, 32, False, 0)
+    student, teacher = load_model(hybrid).train(), load_model(teacher_dir).requires_grad_(False)
+    student.checkpoint_layers = recompute
+    loss = DistillationLoss(cfg, student, teacher, make_accelerator(cfg), None)
+    kl, _, ce = loss.terms(student, rows, None)
+    (kl + 0.5 * ce).backward()
+    got = {name: p.grad.clone() for name, p in student.named_parameters()}
+    student.zero_grad()
+    student.checkpoint_layers = False
+    positions, mask = torch.arange(32).expand(4, -1), rows.loss[:, 1:]
+    s = student(rows.ids, positions)[:, :-1][mask]
+    with torch.no_grad():
+        t = teacher(rows.ids, positions)[:, :-1][mask]
+    ref_kl = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="sum") * 4
+    ref_ce = F.cross_entropy(s, rows.ids[:, 1:][mask], reduction="sum")
+    (ref_kl + 0.5 * ref_ce).backward()
+    assert torch.allclose(kl, ref_kl, rtol=1e-5) and torch.allclose(ce, ref_ce, rtol=1e-5)
+    for name, p in student.named_parameters():
+        assert torch.allclose(got[name], p.grad, rtol=1e-4, atol=1e-6 * float(p.grad.abs().max())), name

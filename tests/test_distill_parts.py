@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerFast
 
 from rad.distill.config import StageConfig
 from rad.distill.data import build_rows, chat_document, documents
-from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
+from rad.distill.losses import full_teacher, head_terms, hidden_sum, teacher_topk, topk_teacher
 from rad.distill.metrics import MetricsLog
 from rad.distill.teacher import check_same_tokenizer
 from rad.distill.trainer import cosine_with_warmup
@@ -38,27 +38,56 @@ def random_case(seed=0, shape=(3, 7, 11)):
     return s, t, mask
 
 
-def test_kl_sum_matches_torch_kl_div_with_temperature():
-    s, t, mask = random_case()
-    ref = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="none").sum(-1)
-    assert torch.allclose(kl_sum(s, t, mask, temperature=2.0), ref[mask].sum() * 4, rtol=1e-6)
-    assert kl_sum(s, s, mask) == 0  # exactly: same model, same logits
+def head_case(seed=0, n=13, hidden=6, vocab=11):
+    g = torch.Generator().manual_seed(seed)
+    h, w = torch.randn(n, hidden, generator=g), torch.randn(vocab, hidden, generator=g)
+    th, tw = torch.randn(n, hidden, generator=g), torch.randn(vocab, hidden, generator=g)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    return h.requires_grad_(), w.requires_grad_(), th, tw, targets
 
 
-def test_topk_kl_with_the_whole_vocabulary_is_the_full_kl():
-    s, t, mask = random_case(1)
+def gradients(loss, *tensors):
+    return torch.autograd.grad(loss, tensors, retain_graph=True)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 13, 100])
+def test_chunked_head_losses_equal_torch_on_the_whole_logits_values_and_gradients(chunk):
+    h, w, th, tw, targets = head_case()
+    s, t = h @ w.T, th @ tw.T
+    ref_kl = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="sum") * 4
+    ref_ce = F.cross_entropy(s, targets, reduction="sum")
+    kl, ce = head_terms(h, w, full_teacher(th, tw), targets, 2.0, chunk)
+    assert torch.allclose(kl, ref_kl, rtol=1e-5) and torch.allclose(ce, ref_ce, rtol=1e-5)
+    for got, want in zip(gradients(0.7 * kl + 0.3 * ce, h, w), gradients(0.7 * ref_kl + 0.3 * ref_ce, h, w)):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    kl_only, zero = head_terms(h, w, full_teacher(h.detach(), w.detach()), None, 1.0, chunk)
+    assert kl_only.abs() < 1e-5 and zero == 0  # the student against itself; no targets, no cross-entropy
+    frozen_kl, _ = head_terms(h, w.detach(), full_teacher(th, tw), None, 2.0, chunk)  # a frozen head: no weight gradient
+    assert torch.allclose(gradients(frozen_kl, h)[0], gradients(ref_kl, h)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_topk_teacher_kl_is_the_full_kl_with_the_whole_vocabulary_and_a_renormalised_kl_with_less():
+    h, w, th, tw, _ = head_case(1)
+    t = th @ tw.T
     values, indices = t.topk(t.shape[-1], dim=-1)
-    assert torch.allclose(topk_kl_sum(s, values, indices, mask, 1.5), kl_sum(s, t, mask, 1.5), rtol=1e-5)
-    values, indices = t.topk(3, dim=-1)  # truncated: still a divergence, ≥ 0
-    assert topk_kl_sum(s, values, indices, mask) >= 0
+    whole, _ = head_terms(h, w, topk_teacher(values, indices), None, 1.5, 5)
+    full, _ = head_terms(h, w, full_teacher(th, tw), None, 1.5, 5)
+    assert torch.allclose(whole, full, rtol=1e-5)
+    values, indices = t.topk(3, dim=-1)
+    q = F.softmax(values / 1.5, -1)
+    reference = (q * (q.log() - F.log_softmax(h @ w.T / 1.5, -1).gather(-1, indices))).sum() * 1.5**2
+    kl, _ = head_terms(h, w, topk_teacher(values, indices), None, 1.5, 4)
+    assert torch.allclose(kl, reference, rtol=1e-5) and kl >= 0
+    for got, want in zip(gradients(kl, h, w), gradients(reference, h, w)):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    top_values, top_ids = teacher_topk(th, tw, 3, chunk=4)
+    assert torch.equal(top_ids, indices) and torch.allclose(top_values, values)
 
 
-def test_hidden_and_ce_sums_match_torch():
+def test_hidden_sum_matches_torch():
     s, t, mask = random_case(2)
     ref = sum(F.mse_loss(a[mask], b[mask], reduction="none").mean(-1).sum() for a, b in [(s, t), (t, s * 0)]) / 2
     assert torch.allclose(hidden_sum([s, t], [t, s * 0], mask), ref)
-    targets = torch.randint(0, 11, mask.shape)
-    assert torch.allclose(ce_sum(s, targets, mask), F.cross_entropy(s[mask], targets[mask], reduction="sum"))
 
 
 def test_packed_rows_are_the_document_stream_cut_every_seq_len():

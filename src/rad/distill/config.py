@@ -70,6 +70,9 @@ class DistillConfig(Options):
     batch_size: int = option(16, help="rows per optimizer step, over all processes", low=1)
     grad_accum: int = option(1, help="micro-batches per optimizer step (per process)", low=1)
     temperature: float = option(1.0, help="temperature of the distillation KL", above=0)
+    loss_chunk: int = option(512, help="positions whose full-vocabulary logits the KL holds at once (memory)", low=1)
+    gradient_checkpointing: bool = option(False, help="recompute the student's layers in the backward pass instead "
+                                                      "of keeping their activations (less memory, about 1.3x the step)")
     kl_weight: float = option(1.0, help="weight of the KL to the teacher", low=0)
     hidden_weight: float = option(0.0, help="weight of hidden-state alignment at the replaced layers", low=0)
     ce_weight: float = option(0.0, help="weight of cross-entropy on the data", low=0)

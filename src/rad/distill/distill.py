@@ -97,6 +97,7 @@ def train(config: DistillConfig, precision: Precision, accelerator: Accelerator,
     student = load_model(student_dir, dtype=torch.float32).to(accelerator.device).train()
     teacher = load_model(teacher_dir, dtype=teacher_dtype).to(accelerator.device).requires_grad_(False)
     check_same_tokenizer(tokenizer, load_tokenizer(teacher_dir), student.config.vocab_size, teacher.config.vocab_size)
+    student.checkpoint_layers = config.gradient_checkpointing
     if config.compile:
         student.compile_layers()
         teacher.compile_layers()

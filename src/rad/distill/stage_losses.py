@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from rad.distill.alignment import replaced_layers
 from rad.distill.config import DistillConfig
 from rad.distill.data import Rows
-from rad.distill.losses import ce_sum, hidden_sum, kl_sum, topk_kl_sum
+from rad.distill.losses import full_teacher, head_terms, hidden_sum, teacher_topk, topk_teacher
 from rad.distill.teacher import TopkCache
 
 
@@ -62,31 +62,43 @@ class DistillationLoss:
         """`first_row`: the rows' index in the data, which keys the top-k cache; None for rows the student wrote
         (graded online)."""
         ids, positions, mask = inputs(part, self.acc.device)
-        logits, student_io = self.forward(model, ids, positions)
-        zero = logits.new_zeros(())
         cache = self.cache if first_row is not None else None
         cached = cache.get(first_row, len(part)) if cache is not None else None
+        teacher_io = {}
         if cached is None or self.aligned:
             with torch.no_grad():
-                teacher_logits, teacher_io = self.forward(self.teacher, ids, positions)
+                teacher_hidden, teacher_io = self.forward(self.teacher, ids, positions)
         if cache is not None:
-            values, indices = cached if cached is not None else cache.put(first_row, teacher_logits)
-            kl = topk_kl_sum(logits, values.to(ids.device), indices.to(ids.device), mask, self.config.temperature)
+            values, indices = cached if cached is not None else cache.put(first_row, *self.topk(teacher_hidden))
+            teacher = topk_teacher(values.to(ids.device)[mask], indices.to(ids.device)[mask])
         else:
-            kl = kl_sum(logits, teacher_logits, mask, self.config.temperature)
-        hidden = zero
+            teacher = full_teacher(teacher_hidden[mask], self.teacher.lm_head.weight)
+        targets = ids[:, 1:][mask] if self.config.ce_weight > 0 else None
+
+        def head_loss(hidden, weight):  # inside the student's forward: a sharded student has its head at hand there
+            return head_terms(hidden[:, :-1][mask], weight, teacher, targets, self.config.temperature,
+                              self.config.loss_chunk)
+
+        (kl, ce), student_io = self.forward(model, ids, positions, head_loss)
+        hidden = kl.new_zeros(())
         if self.aligned:
             hidden = hidden_sum([student_io[i].output[:, :-1] for i in self.aligned],
                                 [teacher_io[i].output[:, :-1] for i in self.aligned], mask)
-        ce = ce_sum(logits, ids[:, 1:], mask) if self.config.ce_weight > 0 else zero
         return [kl, hidden, ce]
 
-    def forward(self, model, ids, positions) -> tuple[torch.Tensor, dict]:
-        """Logits at the positions that predict a next token, and the mixers' outputs at the aligned layers."""
-        if not self.aligned:
-            return model(ids, positions)[:, :-1], {}
-        logits, captured = model(ids, positions, capture=self.aligned)
-        return logits[:, :-1], captured
+    def forward(self, model, ids, positions, head_loss=None) -> tuple:
+        """The head's loss (with `head_loss`) or the final hidden states at the positions that predict a next
+        token, and the mixers' outputs at the aligned layers."""
+        out = model(ids, positions, capture=self.aligned, apply_head=False, head_loss=head_loss)
+        out, captured = out if self.aligned else (out, {})
+        return (out if head_loss is not None else out[:, :-1]), captured
+
+    def topk(self, teacher_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's top-k logits at every position of the rows (n, T, k), for the cache."""
+        n, t, h = teacher_hidden.shape
+        values, indices = teacher_topk(teacher_hidden.reshape(-1, h), self.teacher.lm_head.weight, self.cache.k,
+                                       self.config.loss_chunk)
+        return values.view(n, t, -1), indices.view(n, t, -1)
 
 
 def stage_losses(config: DistillConfig, student, teacher, accelerator: Accelerator, cache: TopkCache | None) -> dict:

@@ -62,11 +62,10 @@ class TopkCache:
         tensors = load_file(str(path))
         return tensors["values"], tensors["indices"]
 
-    def put(self, first: int, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the top-k of `logits` (n, T, V) for rows first.. and return (values, indices)."""
-        values, indices = logits.float().topk(self.k, dim=-1)
+    def put(self, first: int, values: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the top-k logits `values` and their `indices` (n, T, k) for rows first.. and return them as stored."""
         values, indices = values.to(torch.bfloat16).contiguous().cpu(), indices.to(torch.int32).contiguous().cpu()
-        path = self._path(first, logits.shape[0])
+        path = self._path(first, values.shape[0])
         tmp = path.with_name(f".{path.name}.tmp")
         save_file({"values": values, "indices": indices}, str(tmp))
         tmp.replace(path)

@@ -7,12 +7,14 @@ so that a checkpoint's state dict loads as it is and saves back in the same layo
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import NamedTuple
+import functools
+from collections.abc import Callable, Collection
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache
 from rad.model.config import ModelConfig
@@ -177,6 +179,8 @@ class CausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
+        # Training with less memory: each layer's activations are recomputed in the backward pass, not kept.
+        self.checkpoint_layers = False
 
     @property
     def device(self) -> torch.device:
@@ -200,6 +204,7 @@ class CausalLM(nn.Module):
         valid: torch.Tensor | None = None,
         capture: Collection[int] = (),
         apply_head: bool = True,
+        head_loss: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     ):
         """Logits for tokens `input_ids` (B, T) at `positions` (B, T); with `capture`, (logits, {layer: MixerIO})
         for those layers, whose token mixers must run (not skipped).
@@ -212,6 +217,9 @@ class CausalLM(nn.Module):
         over padding (attention needs no mask, its padded slots lie beyond each row's length).
         Without `apply_head`, the final hidden states (after the last norm) instead of logits, for a caller that
         needs the logits of a few positions of long rows (a (T, vocab) slice per row can take gigabytes).
+        With `head_loss`, what head_loss(final hidden states, the head's weight) returns: a loss computed from the
+        head without the logits of every position at once, inside the forward (where a sharded model has the
+        head's weight at hand).
         """
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
@@ -219,15 +227,19 @@ class CausalLM(nn.Module):
         if cache is not None:
             cache.fresh = False
         captured = {}
+        recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
+            run = functools.partial(checkpoint, layer, use_reentrant=False) if recompute else layer
             if i in capture:
-                x, captured[i] = layer(x, positions, rotary, seen, cache, i in skip, valid, capture=True)
+                x, captured[i] = run(x, positions, rotary, seen, cache, i in skip, valid, capture=True)
             else:
-                x = layer(x, positions, rotary, seen, cache, i in skip, valid)
+                x = run(x, positions, rotary, seen, cache, i in skip, valid)
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
         out = self.model.norm(x)
-        if apply_head:
+        if head_loss is not None:
+            out = head_loss(out, self.lm_head.weight)
+        elif apply_head:
             out = self.lm_head(out)
         return (out, captured) if capture else out
 
