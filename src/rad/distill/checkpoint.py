@@ -38,14 +38,18 @@ class TrainState:
     sized: int | None = None  # the steps a time budget gave the last stage, once measured (rad.distill.budget)
 
 
-def save_checkpoint(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer, param_names: list[str],
-                    scheduler, state: TrainState, keep: int) -> Path:
+def save_checkpoint(folder: Path, model: nn.Module, optim: dict, param_names: list[str], scheduler, state: TrainState,
+                    keep: int, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """`optim`: the optimizer's state_dict; `weights`: the model's (whole) tensors, when they are not the model's own
+    (a sharded run gathers them)."""
     final = folder / f"step-{state.step:06d}"
     tmp = folder / f".tmp-step-{state.step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    optim = optimizer.state_dict()
+    if weights is None:
+        save_model(model, str(tmp / "model.safetensors"))
+    else:
+        save_file({name: value.contiguous() for name, value in weights.items()}, str(tmp / "model.safetensors"))
     tensors = {f"{param_names[i]}::{key}": value.contiguous()
                for i, entries in optim["state"].items() for key, value in entries.items()}
     save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -90,8 +94,10 @@ def restore_model(path: Path, model: nn.Module) -> None:
         raise RadError(f"checkpoint {path} does not fit the student (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def restore_optimizer(path: Path, raw: dict, optimizer: torch.optim.Optimizer, param_names: list[str], scheduler) -> None:
-    """Load the optimizer, scheduler and RNG states saved beside the weights (after restore_model)."""
+def restore_optimizer(path: Path, raw: dict, optimizer: torch.optim.Optimizer, param_names: list[str], scheduler,
+                      place: list | None = None) -> None:
+    """Load the optimizer, scheduler and RNG states saved beside the weights (after restore_model). `place`: per
+    parameter, a function that cuts a whole tensor to this process's shard (a sharded run)."""
     tensors = load_file(str(path / "optimizer.safetensors"))
     state: dict[int, dict] = {}
     index = {name: i for i, name in enumerate(param_names)}
@@ -99,7 +105,7 @@ def restore_optimizer(path: Path, raw: dict, optimizer: torch.optim.Optimizer, p
         name, _, entry = key.rpartition("::")
         if name not in index:
             raise RadError(f"checkpoint {path} trains {name}, which this stage does not; resume with the same settings")
-        state.setdefault(index[name], {})[entry] = value
+        state.setdefault(index[name], {})[entry] = place[index[name]](value) if place else value
     groups = [{**group, "params": list(range(len(param_names)))} for group in raw["param_groups"]]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(raw["scheduler"])

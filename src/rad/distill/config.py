@@ -90,6 +90,8 @@ class DistillConfig(Options):
     threads: int | str = option(0, help=f"{THREADS_HELP}, per process", low=0, words=("auto",))
     compile: bool = option(False, help="torch.compile the models' layers: faster steps after a one-off compile "
                                        "(minutes on a small CPU)")
+    fsdp: bool = option(False, help="shard the student's weights, gradients and optimizer state over the processes "
+                                    "(torch FSDP2; under accelerate launch or torchrun)")
     tensorboard: bool = option(False, help="also log to OUT/tensorboard (pip install 'rad[tensorboard]')")
     progress: bool = internal(True, "the command turns the progress bar off with --json")
 
@@ -97,6 +99,14 @@ class DistillConfig(Options):
         super().__post_init__()
         if self.align_steps + self.stage1_steps + self.stage2_steps == 0:
             raise RadError("nothing to train: give --align-steps, --stage1-steps and/or --stage2-steps")
+        if self.fsdp:
+            # The alignment stage runs mixers outside the model and on-policy steps decode a different number of
+            # steps in each process: both would use a sharded layer outside the forward all processes run together.
+            unsupported = [flag for flag, on in (("--align-steps", self.align_steps), ("--compile", self.compile),
+                                                 ("--stage1-on-policy", self.stage1_on_policy),
+                                                 ("--stage2-on-policy", self.stage2_on_policy)) if on]
+            if unsupported:
+                raise RadError(f"--fsdp does not go with {', '.join(unsupported)}")
 
     def stages(self) -> dict[int, StageConfig]:
         """The stages in order: 0 (alignment), 1 and 2; a warm-up never outlasts its stage."""

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 
+from rad.distill import sharding
 from rad.distill.budget import StageBudget
 from rad.distill.config import DistillConfig
 from rad.distill.data import build_rows, check_data_spec, documents
@@ -56,6 +57,9 @@ def check_config(config: DistillConfig) -> None:
 
 
 def make_accelerator(config: DistillConfig, precision: Precision | None = None) -> Accelerator:
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise RadError("accelerate's FSDP setting is not used by rad: launch with a plain multi-process configuration "
+                       "(e.g. configs/accelerate-fsdp.yaml) and pass --fsdp, which shards the student with torch's FSDP2")
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = (precision or choose_precision(config.mixed_precision, device)).name
     state = AcceleratorState._shared_state  # accelerate keeps one state per process, set by the first run
@@ -130,7 +134,11 @@ def train(config: DistillConfig, precision: Precision, accelerator: Accelerator,
     summary = {"config": config.to_dict(), "precision": {"name": precision.name, "reason": precision.reason},
                "threads": threads, "steps": total_steps, "budget_sized_steps": trainer.sized,
                "final": records[-1] if records else last_record(Path(config.out)), "seconds": time.perf_counter() - started,
-               "processes": accelerator.num_processes}
+               "processes": accelerator.num_processes, "sharded": trainer.sharded}
+    if trainer.sharded:  # every process sends its shards; the main process writes a whole model from them
+        weights = sharding.whole_state_dict(student)
+        student = load_model(student_dir, dtype=torch.float32)
+        student.load_state_dict(weights)
     if accelerator.is_main_process:
         save_student(student, student_dir, Path(config.out))
         atomic_write_json(Path(config.out) / "distill.json", summary)

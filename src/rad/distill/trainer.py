@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rad.distill import checkpoint as ckpt
+from rad.distill import sharding
 from rad.distill.budget import StageBudget
 from rad.distill.config import DistillConfig, StageConfig
 from rad.distill.data import Rows
@@ -66,6 +67,9 @@ class Trainer:
             raise RadError(f"--batch-size {per_step} must be a multiple of processes ({world}) x --grad-accum ({config.grad_accum})")
         self.per_process = per_step // world
         self.micro = self.per_process // config.grad_accum
+        if config.fsdp and world == 1:
+            raise RadError("--fsdp shards the student over several processes; start them with accelerate launch or torchrun")
+        self.sharded = False  # the student is sharded at the first stage (after a resume has restored its weights)
 
     def run(self) -> list[dict]:
         """Train the stages in turn (resuming from the latest checkpoint when asked); returns this run's metrics."""
@@ -99,14 +103,19 @@ class Trainer:
         return state, raw
 
     def _stage(self, number: int, stage: StageConfig, first: int, start: int, carried: dict | None, log) -> list[dict]:
+        if self.config.fsdp and not self.sharded:
+            sharding.shard(self.student)
+            self.sharded = True
         names = select_parameters(self.student, stage.params)
         params = freeze_all_but(self.student, names)
         optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=self.config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(stage))
         if carried is not None:
-            ckpt.restore_optimizer(self.checkpoints / f"step-{start:06d}", carried, optimizer, names, scheduler)
+            place = [sharding.place_like(p) for p in params] if self.sharded else None
+            ckpt.restore_optimizer(self.checkpoints / f"step-{start:06d}", carried, optimizer, names, scheduler, place)
         self.acc.free_memory()  # drop the previous stage's DDP wrapper: its gradient hooks must not linger
-        model, optimizer = self.acc.prepare(self.student, optimizer)
+        # A sharded student syncs its own gradients: accelerate would wrap it in DDP as well
+        model, optimizer = (self.student, optimizer) if self.sharded else self.acc.prepare(self.student, optimizer)
         records = []
         budgeted = number == self.budgeted
         if budgeted and self.sized is not None:
@@ -147,9 +156,13 @@ class Trainer:
         return float(self.acc.reduce(torch.tensor([seconds], device=self.acc.device), reduction="max").item())
 
     def _save(self, optimizer, names, scheduler, state: ckpt.TrainState) -> None:
+        inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer  # accelerate's wrapper
+        # A sharded run's processes gather the whole tensors together; the main process writes them.
+        weights = sharding.whole_state_dict(self.student) if self.sharded else None
+        optim = sharding.whole_optimizer_state(inner) if self.sharded else inner.state_dict()
         if self.acc.is_main_process:
-            inner = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer  # accelerate's wrapper
-            ckpt.save_checkpoint(self.checkpoints, self.student, inner, names, scheduler, state, self.config.keep_checkpoints)
+            ckpt.save_checkpoint(self.checkpoints, self.student, optim, names, scheduler, state,
+                                 self.config.keep_checkpoints, weights)
         self.acc.wait_for_everyone()
 
     def step_rows(self, step: int, on_policy_fraction: float) -> tuple[Rows, int | None, int, bool]:
@@ -178,8 +191,10 @@ class Trainer:
         for m in range(self.config.grad_accum):
             a = m * self.micro
             part = rows.slice(a, a + self.micro)
-            sync = m == self.config.grad_accum - 1
-            with self.acc.no_sync(model) if not sync else nullcontext():
+            sync = m == self.config.grad_accum - 1 or self.sharded  # a sharded student syncs every micro-batch
+            # accelerate's autocast comes with its prepare(), which a sharded student skips
+            with self.acc.no_sync(model) if not sync else nullcontext(), \
+                    self.acc.autocast() if self.sharded else nullcontext():
                 terms = loss_of_stage.terms(model, part, None if first_row is None else first_row + a)
                 self.acc.backward(sum(w * t for w, t in zip(weights, terms)) * scale)
             sums += torch.stack([t.detach().double().cpu() for t in terms])
@@ -190,7 +205,10 @@ class Trainer:
         kl, hidden, ce = sums.tolist()
         loss = sum(w * value for w, value in zip(weights, (kl, hidden, ce)))
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
-        grad_norm = float(self.acc.clip_grad_norm_(params, max_norm))
+        if self.sharded:
+            grad_norm = float(sharding.whole(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+        else:
+            grad_norm = float(self.acc.clip_grad_norm_(params, max_norm))
         if not (math.isfinite(loss) and math.isfinite(grad_norm)):
             self._stop(step, stage, loss, grad_norm)
         lr = scheduler.get_last_lr()[0]
