@@ -1,0 +1,125 @@
+"""A variant of the diagnosis objective: choose the k attention layers whose removal moves the model's next-token
+distribution least on the distillation text, i.e. the skip set with the smallest KL(full || draft) there.
+
+Why: with the `rad` init a hybrid starts out as the draft with those layers skipped, so the draft's KL to the full
+model on the training text is exactly the distillation's starting loss. The diagnosis instead maximises a
+speculative-decoding speed-up from the acceptance of greedy draft tokens after short prompts: a set can keep the
+full model's top token (accepted) while moving the rest of the distribution (the KL the mixers must then learn back).
+The search is the diagnosis's own (rad.search.bayes, Bayesian optimisation over k-subsets); only the objective differs.
+
+Also printed, for every selection a diagnosis holds (its best set, uniform, block influence, leave-one-out KL, random)
+and the KL search's set: the set's KL over the first 32, 256 and 1024 tokens of the same held-out pages, to see
+whether context length changes the ranking.
+
+    python benchmarks/select_by_kl.py --model smollm2 --k 12 --diagnosis runs/diag/diagnosis.json --trials 50 \\
+        --out runs/select-kl.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from rad.app.convert import layers_from_diagnosis
+from rad.data import text_set
+from rad.model.io import load_model, resolve_model_dir
+from rad.model.tokenizer import load_tokenizer
+from rad.search.baselines import lowest_scores, random_sets, uniform_placement
+from rad.search.bayes import run_search
+from rad.search.objective import CachedObjective, Evaluation
+from rad.search.schema import read_diagnosis
+
+LENGTHS = (32, 256, 1024)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--diagnosis", required=True, help="diagnosis.json whose selections are compared")
+    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--windows", type=int, default=8, help="windows of the distillation pages the objective reads")
+    p.add_argument("--window", type=int, default=256, help="tokens per window")
+    p.add_argument("--heldout", type=int, default=4, help="held-out pages for the per-length table")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args()
+
+
+def windows(tokenizer, split: str, n: int, length: int, seed: int) -> list[torch.Tensor]:
+    """The first `length` tokens of `n` pages (drawn by seed) of the split that have that many."""
+    pages = text_set.documents(split)
+    random.Random(seed).shuffle(pages)
+    found = []
+    for _, text in pages:
+        ids = tokenizer(text)["input_ids"]
+        if len(ids) >= length:
+            found.append(torch.tensor([ids[:length]]))
+            if len(found) == n:
+                return found
+    raise SystemExit(f"fewer than {n} pages of the {split} split have {length} tokens")
+
+
+class DraftKL:
+    """skip -> Evaluation(-mean KL(full || draft) per token over the windows); the full model's side computed once."""
+
+    def __init__(self, model, rows: list[torch.Tensor]):
+        self.model, self.rows = model, rows
+        self.full = [self.log_probs(ids, ()) for ids in rows]
+
+    @torch.inference_mode()
+    def log_probs(self, ids: torch.Tensor, skip) -> torch.Tensor:
+        positions = torch.arange(ids.shape[1])[None]
+        return torch.log_softmax(self.model(ids, positions, skip=skip).float(), dim=-1)
+
+    def kl(self, skip) -> float:
+        total = sum(float((f.exp() * (f - self.log_probs(ids, skip))).sum()) for f, ids in zip(self.full, self.rows))
+        return total / sum(ids.shape[1] for ids in self.rows)
+
+    def __call__(self, skip) -> Evaluation:
+        kl = self.kl(skip)
+        return Evaluation(-kl, {"kl": kl})
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    model_dir = resolve_model_dir(args.model)
+    model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
+    layers = list(range(model.config.num_layers))
+    started = time.perf_counter()
+    objective = CachedObjective(DraftKL(model, windows(tokenizer, "distill", args.windows, args.window, args.seed)))
+    search = run_search(objective, layers, args.k, args.trials, seed=args.seed, progress=True)
+    best = sorted(search.best.skip)
+    print(f"KL search: {args.trials} trials in {time.perf_counter() - started:.0f} s; best set {best}, "
+          f"KL {-search.best.value:.4f} per token on {args.windows} x {args.window} distillation tokens")
+
+    diagnosis = read_diagnosis(args.diagnosis)
+    sets = {"rad": sorted(layers_from_diagnosis(args.diagnosis, args.k)), "uniform": list(uniform_placement(layers, args.k))}
+    for name in ("block_influence", "loo_kl"):
+        sets[name] = list(lowest_scores({int(l): v for l, v in diagnosis[name].items()}, layers, args.k))
+    sets["random"] = next(list(s) for s in random_sets(layers, args.k, 10, args.seed) if list(s) not in sets.values())
+    sets["kl_search"] = best
+    table = {}
+    print(f"KL(full || draft) per token on {args.heldout} held-out pages, by context length")
+    print(f"{'selection':>15} " + " ".join(f"{n:>8}" for n in LENGTHS) + f" {'objective':>9}")
+    pages = windows(tokenizer, "eval", args.heldout, max(LENGTHS), args.seed)  # the same pages at every length
+    held = {n: DraftKL(model, [ids[:, :n] for ids in pages]) for n in LENGTHS}
+    for name, skip in sets.items():
+        table[name] = {"layers": skip, "objective_kl": objective(tuple(skip)).details["kl"],
+                       **{str(n): held[n].kl(tuple(skip)) for n in LENGTHS}}
+        print(f"{name:>15} " + " ".join(f"{table[name][str(n)]:8.4f}" for n in LENGTHS)
+              + f" {table[name]['objective_kl']:9.4f}")
+    args.out.write_text(json.dumps({"best": best, "table": table, "trials": len(search.trials),
+                                    "seconds": time.perf_counter() - started, "settings": vars(args)},
+                                   default=str, indent=1))
+
+
+if __name__ == "__main__":
+    main()
