@@ -5,7 +5,9 @@ Why: with the `rad` init a hybrid starts out as the draft with those layers skip
 model on the training text is exactly the distillation's starting loss. The diagnosis instead maximises a
 speculative-decoding speed-up from the acceptance of greedy draft tokens after short prompts: a set can keep the
 full model's top token (accepted) while moving the rest of the distribution (the KL the mixers must then learn back).
-The search is the diagnosis's own (rad.search.bayes, Bayesian optimisation over k-subsets); only the objective differs.
+The search is the diagnosis's own (rad.search.bayes, Bayesian optimisation over k-subsets; `--trials`); only the
+objective differs. `--local-search N` then starts from the best set seen (the search's, or a baseline's) and swaps
+one layer in and one out while that lowers the KL, trying the swaps the leave-one-out KL ranks first (N evaluations).
 
 Also printed, for every selection a diagnosis holds (its best set, uniform, block influence, leave-one-out KL, random)
 and the KL search's set: the set's KL over the first 32, 256 and 1024 tokens of the same held-out pages, to see
@@ -42,7 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", required=True)
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--diagnosis", required=True, help="diagnosis.json whose selections are compared")
-    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--trials", type=int, default=50, help="Bayesian-optimisation trials (0: none)")
+    p.add_argument("--local-search", type=int, default=0, help="evaluations of swaps from the best set seen")
     p.add_argument("--windows", type=int, default=8, help="windows of the distillation pages the objective reads")
     p.add_argument("--window", type=int, default=256, help="tokens per window")
     p.add_argument("--heldout", type=int, default=4, help="held-out pages for the per-length table")
@@ -87,6 +90,28 @@ class DraftKL:
         return Evaluation(-kl, {"kl": kl})
 
 
+def local_search(objective: CachedObjective, start: list[int], layers: list[int], loo: dict[int, float],
+                 budget: int) -> list[int]:
+    """First-improvement swaps (one layer out, one in) from `start`, most promising first by leave-one-out KL: the
+    set's layers with the highest score leave first, the outside layers with the lowest come in first."""
+    current, spent = sorted(start), 0
+    improved = True
+    while improved and spent < budget:
+        improved = False
+        swaps = [(out, into) for out in sorted(current, key=lambda l: -loo[l])
+                 for into in sorted(set(layers) - set(current), key=lambda l: loo[l])]
+        for out, into in swaps:
+            candidate = tuple(sorted(set(current) - {out} | {into}))
+            if not objective.is_cached(candidate):
+                spent += 1
+            if objective(candidate).value > objective(tuple(current)).value:
+                current, improved = list(candidate), True
+                break
+            if spent >= budget:
+                break
+    return current
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -95,17 +120,22 @@ def main() -> None:
     layers = list(range(model.config.num_layers))
     started = time.perf_counter()
     objective = CachedObjective(DraftKL(model, windows(tokenizer, "distill", args.windows, args.window, args.seed)))
-    search = run_search(objective, layers, args.k, args.trials, seed=args.seed, progress=True)
-    best = sorted(search.best.skip)
-    print(f"KL search: {args.trials} trials in {time.perf_counter() - started:.0f} s; best set {best}, "
-          f"KL {-search.best.value:.4f} per token on {args.windows} x {args.window} distillation tokens")
-
     diagnosis = read_diagnosis(args.diagnosis)
+    loo = {int(l): v for l, v in diagnosis["loo_kl"].items()}
     sets = {"rad": sorted(layers_from_diagnosis(args.diagnosis, args.k)), "uniform": list(uniform_placement(layers, args.k))}
     for name in ("block_influence", "loo_kl"):
         sets[name] = list(lowest_scores({int(l): v for l, v in diagnosis[name].items()}, layers, args.k))
     sets["random"] = next(list(s) for s in random_sets(layers, args.k, 10, args.seed) if list(s) not in sets.values())
-    sets["kl_search"] = best
+    if args.trials:
+        search = run_search(objective, layers, args.k, args.trials, seed=args.seed, progress=True)
+        sets["kl_search"] = sorted(search.best.skip)
+        print(f"KL search: {args.trials} trials in {time.perf_counter() - started:.0f} s; best set {sets['kl_search']}, "
+              f"KL {-search.best.value:.4f} per token on {args.windows} x {args.window} distillation tokens")
+    if args.local_search:
+        start = max(sets.values(), key=lambda skip: objective(tuple(skip)).value)
+        sets["kl_local"] = local_search(objective, start, layers, loo, args.local_search)
+        print(f"local search from {start}: {sets['kl_local']}, KL {objective(tuple(sets['kl_local'])).details['kl']:.4f}")
+    best = sets.get("kl_local") or sets.get("kl_search")
     table = {}
     print(f"KL(full || draft) per token on {args.heldout} held-out pages, by context length")
     print(f"{'selection':>15} " + " ".join(f"{n:>8}" for n in LENGTHS) + f" {'objective':>9}")
@@ -116,7 +146,7 @@ def main() -> None:
                        **{str(n): held[n].kl(tuple(skip)) for n in LENGTHS}}
         print(f"{name:>15} " + " ".join(f"{table[name][str(n)]:8.4f}" for n in LENGTHS)
               + f" {table[name]['objective_kl']:9.4f}")
-    args.out.write_text(json.dumps({"best": best, "table": table, "trials": len(search.trials),
+    args.out.write_text(json.dumps({"best": best, "table": table, "evaluated": len(objective.results),
                                     "seconds": time.perf_counter() - started, "settings": vars(args)},
                                    default=str, indent=1))
 
