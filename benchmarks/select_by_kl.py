@@ -46,6 +46,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--diagnosis", required=True, help="diagnosis.json whose selections are compared")
     p.add_argument("--trials", type=int, default=50, help="Bayesian-optimisation trials (0: none)")
     p.add_argument("--local-search", type=int, default=0, help="evaluations of swaps from the best set seen")
+    p.add_argument("--correlate", action="store_true",
+                   help="also the KL of every set the diagnosis evaluated, and its rank correlation with the diagnosis's "
+                        "objective")
     p.add_argument("--windows", type=int, default=8, help="windows of the distillation pages the objective reads")
     p.add_argument("--window", type=int, default=256, help="tokens per window")
     p.add_argument("--heldout", type=int, default=4, help="held-out pages for the per-length table")
@@ -112,6 +115,27 @@ def local_search(objective: CachedObjective, start: list[int], layers: list[int]
     return current
 
 
+def ranks(values: list[float]) -> list[float]:
+    """0-based ranks, ties sharing their mean rank."""
+    ordered = sorted(values)
+    first = {v: ordered.index(v) for v in values}
+    return [first[v] + (ordered.count(v) - 1) / 2 for v in values]
+
+
+def correlate(objective: CachedObjective, diagnosis: dict, k: int) -> dict:
+    """Spearman's rank correlation, over the sets the diagnosis evaluated, between its objective (higher: better)
+    and the draft's KL on the distillation text (lower: better); a good proxy gives a strongly negative value."""
+    trials = {tuple(sorted(t["skip"])): t["value"] for t in diagnosis["results"][str(k)]["trials"]}
+    kls = [objective(skip).details["kl"] for skip in trials]
+    a, b = ranks(list(trials.values())), ranks(kls)
+    mean = (len(a) - 1) / 2
+    rho = sum((x - mean) * (y - mean) for x, y in zip(a, b)) / (
+        sum((x - mean) ** 2 for x in a) * sum((y - mean) ** 2 for y in b)) ** 0.5
+    print(f"over the diagnosis's {len(kls)} sets: Spearman's rho between its objective and the draft's KL = {rho:.3f}; "
+          f"KL of its sets {min(kls):.3f}..{max(kls):.3f}")
+    return {"rho": rho, "sets": len(kls), "kl": kls, "objective": list(trials.values())}
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -136,6 +160,7 @@ def main() -> None:
         sets["kl_local"] = local_search(objective, start, layers, loo, args.local_search)
         print(f"local search from {start}: {sets['kl_local']}, KL {objective(tuple(sets['kl_local'])).details['kl']:.4f}")
     best = sets.get("kl_local") or sets.get("kl_search")
+    correlation = correlate(objective, diagnosis, args.k) if args.correlate else None
     table = {}
     print(f"KL(full || draft) per token on {args.heldout} held-out pages, by context length")
     print(f"{'selection':>15} " + " ".join(f"{n:>8}" for n in LENGTHS) + f" {'objective':>9}")
@@ -146,7 +171,8 @@ def main() -> None:
                        **{str(n): held[n].kl(tuple(skip)) for n in LENGTHS}}
         print(f"{name:>15} " + " ".join(f"{table[name][str(n)]:8.4f}" for n in LENGTHS)
               + f" {table[name]['objective_kl']:9.4f}")
-    args.out.write_text(json.dumps({"best": best, "table": table, "evaluated": len(objective.results),
+    args.out.write_text(json.dumps({"best": best, "table": table, "correlation": correlation,
+                                    "evaluated": len(objective.results),
                                     "seconds": time.perf_counter() - started, "settings": vars(args)},
                                    default=str, indent=1))
 
