@@ -132,13 +132,18 @@ def heldout_curve(args: argparse.Namespace, folder: Path, teacher, tokenizer) ->
     return curve
 
 
-def accuracy(args: argparse.Namespace, model_dir) -> dict[str, float]:
+def accuracy(args: argparse.Namespace, model_dir: Path, cache: Path) -> dict[str, float]:
+    """Held-out accuracy per task (cached in `cache`)."""
     if args.eval_n == 0:
         return {}
+    if cache.exists():
+        return json.loads(cache.read_text())
     model, tokenizer = load_model(model_dir), load_tokenizer(resolve_model_dir(model_dir))
     tasks = ("math", "code") if str(args.model) == "demo" else [f"smol:{name}" for name in chat_tasks.SUITE]
     config = {"n": args.eval_n, "max_new_tokens": 160 if str(args.model) == "demo" else 32, "batch_size": 16}
-    return {task: evaluate(model, tokenizer, EvalConfig(task=task, **config))["accuracy"] for task in tasks}
+    result = {task: evaluate(model, tokenizer, EvalConfig(task=task, **config))["accuracy"] for task in tasks}
+    cache.write_text(json.dumps(result))
+    return result
 
 
 def print_kl(args: argparse.Namespace, results: dict) -> float:
@@ -180,10 +185,10 @@ def main() -> None:
         r["heldout"] = heldout_curve(args, args.out / name, teacher, tokenizer) if args.eval_pages else {}
     if args.eval_pages:
         print_heldout(results, teacher_ppl)
-    teacher_accuracy = accuracy(args, args.model)
+    teacher_accuracy = accuracy(args, args.model, args.out / "teacher-accuracy.json")
     print(f"held-out accuracy, {args.eval_n} problems per task; teacher: {teacher_accuracy}")
     for name, r in results.items():
-        r["accuracy"] = accuracy(args, args.out / name / "distilled")
+        r["accuracy"] = accuracy(args, args.out / name / "distilled", args.out / name / "accuracy.json")
         print(f"{name:>15}: " + ", ".join(f"{t} {a:.1%} ({a / teacher_accuracy[t]:.0%} of teacher)"
                                           if teacher_accuracy.get(t) else f"{t} {a:.1%}" for t, a in r["accuracy"].items()))
     (args.out / "compare.json").write_text(json.dumps(
