@@ -60,6 +60,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-pages", type=int, default=8, help="held-out pages of the text set (0: none)")
     p.add_argument("--eval-chars", type=int, default=2000, help="characters of each held-out page")
     p.add_argument("--eval-n", type=int, default=50, help="held-out problems per task (0: skip accuracy)")
+    p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="for the random selection and the data")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
@@ -140,7 +141,7 @@ def accuracy(args: argparse.Namespace, model_dir: Path, cache: Path) -> dict[str
         return json.loads(cache.read_text())
     model, tokenizer = load_model(model_dir), load_tokenizer(resolve_model_dir(model_dir))
     tasks = ("math", "code") if str(args.model) == "demo" else [f"smol:{name}" for name in chat_tasks.SUITE]
-    config = {"n": args.eval_n, "max_new_tokens": 160 if str(args.model) == "demo" else 32, "batch_size": 16}
+    config = {"n": args.eval_n, "max_new_tokens": 160 if str(args.model) == "demo" else 32, "batch_size": args.eval_batch_size}
     result = {task: evaluate(model, tokenizer, EvalConfig(task=task, **config))["accuracy"] for task in tasks}
     cache.write_text(json.dumps(result))
     return result
