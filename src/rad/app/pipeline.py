@@ -120,6 +120,9 @@ def check_run(config: RunConfig) -> None:
     check_config(config.stage_config("distill"))  # data, and what else `rad distill` checks before loading
     for task in config.tasks:
         check_task_spec(task)
+        if task.startswith("ppl:"):  # the report compares exact-match accuracy; it has no perplexity section
+            raise RadError(f"--tasks {task}: rad run evaluates exact-match tasks; measure perplexity with "
+                           f"rad eval HYBRID --task {task} --teacher MODEL")
     atomic_write_text(config.out_dir / "stages" / ".writable", "")  # fails clearly on an unwritable --out
 
 
