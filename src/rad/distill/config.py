@@ -57,11 +57,11 @@ class DistillConfig(Options):
     time_budget: float | None = option(None, help="seconds the distillation may take: its last stage's steps (at most "
                                                    "the configured ones) are sized from its measured step time", above=0)
     min_lr_ratio: float = option(0.1, help="every stage's cosine decay ends at this share of its peak rate", low=0, high=1)
-    teacher_temperature: float = option(1.0, help="teacher: data: sampling temperature of the teacher's completions "
-                                                  "(0: greedy)", low=0)
-    teacher_max_new_tokens: int = option(256, help="teacher: data: longest completion", low=1)
-    teacher_batch: int = option(16, help="teacher: data: prompts the teacher answers at once", low=1)
-    teacher_data_cache: str | None = option(None, help="teacher: data: folder of the written completions, reused by "
+    teacher_temperature: float = option(1.0, help="teacher:SOURCE data: sampling temperature of the "
+                                                  "teacher's completions (0: greedy)", low=0)
+    teacher_max_new_tokens: int = option(256, help="teacher:SOURCE data: longest completion", low=1)
+    teacher_batch: int = option(16, help="teacher:SOURCE data: prompts answered at once", low=1)
+    teacher_data_cache: str | None = option(None, help="teacher:SOURCE data: folder of the completions, reused by "
                                                        "later runs (default: rad's cache folder, by settings)")
     on_policy_max_new_tokens: int = option(128, help="longest completion on an on-policy step", low=1)
     seq_len: int = option(256, help="tokens per row", low=2)
@@ -72,7 +72,7 @@ class DistillConfig(Options):
     temperature: float = option(1.0, help="temperature of the distillation KL", above=0)
     loss_chunk: int = option(512, help="positions whose full-vocabulary logits the KL holds at once (memory)", low=1)
     gradient_checkpointing: bool = option(False, help="recompute the student's layers in the backward pass instead "
-                                                      "of keeping their activations (less memory, about 1.3x the step)")
+                                                      "of keeping their activations (less memory, slower steps)")
     kl_weight: float = option(1.0, help="weight of the KL to the teacher", low=0)
     hidden_weight: float = option(0.0, help="weight of hidden-state alignment at the replaced layers", low=0)
     ce_weight: float = option(0.0, help="weight of cross-entropy on the data", low=0)

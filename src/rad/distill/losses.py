@@ -50,27 +50,29 @@ class _HeadLosses(torch.autograd.Function):
     def forward(ctx, hidden, weight, teacher, targets, temperature, chunk):
         want_weight = ctx.needs_input_grad[1]
         kl, ce = hidden.new_zeros((), dtype=torch.float32), hidden.new_zeros((), dtype=torch.float32)
-        grads = {"kl": [torch.empty_like(hidden), torch.zeros_like(weight) if want_weight else None],
-                 "ce": [torch.empty_like(hidden), torch.zeros_like(weight) if want_weight else None]}
+        grads = {name: [torch.empty_like(hidden), torch.zeros_like(weight) if want_weight else None]
+                 for name in (("kl", "ce") if targets is not None else ("kl",))}
         for a in range(0, hidden.shape[0], chunk):
             rows = slice(a, a + chunk)
             h = hidden[rows]
             logits = F.linear(h, weight).float()
             log_s = F.log_softmax(logits / temperature, dim=-1)
             log_t, ids = teacher(rows, temperature)
+            p_s, p_t = log_s.exp(), log_t.exp()
             if ids is None:
-                kl += (log_t.exp() * (log_t - log_s)).sum()
-                d_kl = log_s.exp() - log_t.exp()
+                kl += (p_t * (log_t - log_s)).sum()
+                d_kl = p_s - p_t
             else:
-                kl += (log_t.exp() * (log_t - log_s.gather(-1, ids))).sum()
-                d_kl = log_s.exp().scatter_add_(-1, ids, -log_t.exp())
+                kl += (p_t * (log_t - log_s.gather(-1, ids))).sum()
+                d_kl = p_s.scatter_add(-1, ids, -p_t)
             # d/dlogits of temperature**2 * KL(t || softmax(logits / temperature)) = temperature * (p_s - p_t)
             d_kl *= temperature
             d_ce = None
             if targets is not None:
                 log_p = log_s if temperature == 1 else F.log_softmax(logits, dim=-1)
                 ce -= log_p.gather(-1, targets[rows, None]).sum()
-                d_ce = log_p.exp().scatter_add_(-1, targets[rows, None], torch.full_like(log_p[:, :1], -1.0))
+                p = p_s if temperature == 1 else log_p.exp()
+                d_ce = p.scatter_add(-1, targets[rows, None], torch.full_like(p[:, :1], -1.0))
             for name, d in (("kl", d_kl), ("ce", d_ce)):
                 if d is None:
                     continue
@@ -84,10 +86,11 @@ class _HeadLosses(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_kl, grad_ce):
-        (kl_hidden, kl_weight), (ce_hidden, ce_weight) = ctx.grads["kl"], ctx.grads["ce"]
+        kl_hidden, kl_weight = ctx.grads["kl"]
         grad_hidden = kl_hidden * grad_kl
         grad_weight = kl_weight * grad_kl if kl_weight is not None else None
         if ctx.with_ce:
+            ce_hidden, ce_weight = ctx.grads["ce"]
             grad_hidden = grad_hidden + ce_hidden * grad_ce
             grad_weight = grad_weight + ce_weight * grad_ce if grad_weight is not None else None
         return grad_hidden, grad_weight, None, None, None, None
