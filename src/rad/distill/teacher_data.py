@@ -30,7 +30,7 @@ from rad.distill.data import read_records, record_document, task_problems
 from rad.errors import RadError
 from rad.files import atomic_write_text
 from rad.model.gguf import cache_dir
-from rad.search.prompts import page_openings
+from rad.search.prompts import chat_prompts, page_openings
 
 POOL = 2048  # prompts drawn from a generator before the stream cycles (with new sampling seeds)
 SMOL_POOL = 64  # per chat task: the small tasks have only a few hundred training messages
@@ -40,11 +40,9 @@ def prompt_pool(source: str, seed: int) -> list[str | list[dict]]:
     """The source's prompts: plain texts to continue, or chat messages for the template."""
     kind, _, rest = source.partition(":")
     if kind == "task" and (rest == "smol" or rest.startswith("smol:")):
-        names = [rest[len("smol:"):]] if rest.startswith("smol:") else list(chat_tasks.SUITE)
-        if any(name not in chat_tasks.CANDIDATES for name in names):
-            raise RadError(f"unknown chat task in '{source}'; the tasks: {', '.join(chat_tasks.CANDIDATES)}")
-        per_task = [chat_tasks.generate(name, SMOL_POOL, seed, split="train") for name in names]
-        return [[{"role": "user", "content": p.prompt}] for p in itertools.chain.from_iterable(zip(*per_task))]
+        name = rest[len("smol:"):] if rest.startswith("smol:") else None
+        n = SMOL_POOL * (1 if name else len(chat_tasks.SUITE))
+        return [[{"role": "user", "content": text}] for text in chat_prompts(name, n, seed)]
     if kind == "task":
         return [p.prompt for p in itertools.islice(task_problems(rest.split("+"), POOL, seed), POOL)]
     if kind == "text":
