@@ -5,10 +5,12 @@ gives the reference logits). Many seeded rows of one prompt are independent draw
 must accept the real rule and reject deliberately wrong ones at the same seed and sample size.
 """
 
+import copy
 import itertools
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounter
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rad.decode import speculative
@@ -85,10 +87,18 @@ def resample_from_target(drafts, draft_probs, target_probs, draft_lens, accept_u
     return accepted, draw(target_probs[rows, accepted], next_uniforms.gather(1, accepted[:, None]).squeeze(1))
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("sampling", [NUCLEUS, PLAIN])
-def test_speculative_samples_follow_the_full_model(models, sampling):
+def test_speculative_samples_follow_the_full_model(models, sampling, compiled):
+    """Also with the layers compiled for decoding (CompileCounter: dynamo's graphs, run as captured)."""
     model, reference = models
+    if compiled:
+        torch._dynamo.reset()
+        model = copy.deepcopy(model)
+        counter = CompileCounter()
+        model.compile_decoding(counter)
     out = sample(model, sampling)
+    assert not compiled or counter.frame_count > 0
     assert min(out.stats.histogram[:3]) > ROWS / 10  # each branch of the step ran often
     assert chi_square_p_value(out.tokens, exact_distribution(reference, sampling)) > 1e-3
 

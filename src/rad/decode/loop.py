@@ -16,6 +16,7 @@ import torch
 from rad.errors import RadError
 from rad.machine import check_memory
 from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache, cache_bytes
+from rad.model.compiled import cache_slots
 from rad.model.config import ModelConfig
 from rad.model.llama import CausalLM
 
@@ -97,11 +98,14 @@ def check_request(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tok
 
 def prefill(model: CausalLM, ids: torch.Tensor, lengths: torch.Tensor, capacity: int, skip: Collection[int] = (),
             ssm_history: int = DEFAULT_SSM_HISTORY) -> tuple[DecodeCache, torch.Tensor]:  # fmt: skip
-    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of `capacity` slots per row
-    (SSM layers able to roll back `ssm_history` positions, see rad.model.cache).
+    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of at least `capacity` slots per row
+    (SSM layers able to roll back `ssm_history` positions, see rad.model.cache); a model compiled for decoding gets
+    the capacity's bucket (rad.model.compiled.cache_slots), so that similar prompts share its compiled graphs.
 
     Returns the cache, holding each row's prompt, and the logits (B, vocab) at each row's last prompt token.
     """
+    if model.compiled_decode is not None:
+        capacity = cache_slots(capacity)
     cache = model.new_cache(ids.shape[0], capacity, ssm_history)
     positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
     logits = model(ids, positions, cache, skip, logit_index=lengths - 1, valid=positions < lengths[:, None])

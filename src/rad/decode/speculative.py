@@ -66,6 +66,8 @@ class _Speculator:
 
     def __init__(self, model: CausalLM, skip, sampling: SamplingConfig, policy: DraftPolicy, batch: int, span: int):
         self.model, self.skip, self.sampling = model, skip, sampling
+        # Compiled layers verify K + 1 tokens per row every step, drafted or not: one shape, one graph.
+        self.fixed_width = policy.max_drafts + 1 if model.compiled_decode is not None else None
         device = model.device
         self.rows = torch.arange(batch, device=device)
         self.exit = AdaptiveExit(policy, batch, device) if policy.adaptive else None
@@ -117,7 +119,9 @@ class _Speculator:
         verdict, on the host, from one transfer."""
         tokens, draft_lens = draft.tokens, draft.lengths
         width = tokens.shape[1]
-        logits = self.model(tokens, positions[:, :width], cache)  # the caller advances the cache by what is kept
+        run = width if self.fixed_width is None else self.fixed_width  # tokens past `width` are never accepted
+        padded = torch.nn.functional.pad(tokens, (0, run - width))
+        logits = self.model(padded, positions[:, :run], cache)[:, :width]  # the caller advances the cache by what is kept
         if self.sampling.greedy:
             table = torch.cat([tokens[:, 1:], logits.argmax(-1)], 1).tolist()
             verdicts = []
@@ -206,7 +210,7 @@ def speculative_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_
 
     while not all(progress.done):
         budget = progress.budget()
-        positions = progress.positions(max(budget) + 1, device)
+        positions = progress.positions(speculator.fixed_width or max(budget) + 1, device)
         emitted = None if sampling.greedy else progress.emitted(device)
         draft = speculator.draft(cache, pending, positions, emitted, budget)
         cache.rollback(positions[:, 0])
@@ -223,4 +227,4 @@ def speculative_generate(model: CausalLM, prompts: Sequence[Sequence[int]], max_
 
     rows = [trim_at_stop(row, progress.stop_tokens) for row in progress.rows]
     stats = SpecStats(draft_len, progress.histogram, progress.drafted, draft_forwards, verify_forwards)
-    return SpeculativeOutput(rows, prefill_end - start, end - prefill_end, verify_forwards, stats, capacity)
+    return SpeculativeOutput(rows, prefill_end - start, end - prefill_end, verify_forwards, stats, cache.max_len)

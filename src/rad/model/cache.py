@@ -19,6 +19,7 @@ shapes never depend on data. Shapes never change during decoding, which keeps th
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -55,6 +56,54 @@ def cache_bytes(config: ModelConfig, batch: int, max_len: int, dtype: torch.dtyp
     return total
 
 
+class SSMSlots(NamedTuple):
+    """The ring slots one forward's SSM layers read their states from and write them to."""
+
+    read: torch.Tensor  # (B, 1): the slot of each row's state after its last position
+    started: torch.Tensor  # (B, 1) bool: the row holds tokens (else its state is zeros)
+    write: torch.Tensor  # (B, T'): the slots for the states recorded (the scratch slot for padding)
+    per_position: bool  # a state per position (T' = T), else each row's final state (T' = 1)
+
+
+class Slots(NamedTuple):
+    """Where one forward reads and writes the cache, shared by its layers."""
+
+    rows: torch.Tensor  # (B, 1): the batch index, for advanced indexing
+    positions: torch.Tensor  # (B, T): the tokens' positions, each at the slot of its own number
+    ssm: SSMSlots | None = None
+
+
+class LayerCache(NamedTuple):
+    """One layer's part of the cache, as its forward gets it: tensors and slots, not a layer number, so that the
+    layers of one kind run one compiled graph (a number would be a constant baked into each layer's graph)."""
+
+    first: torch.Tensor  # keys (attention) or conv states (SSM)
+    second: torch.Tensor  # values (attention) or SSM states (SSM)
+    slots: Slots
+
+    def write(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store keys/values (B, kv_heads, T, D) at their positions; return the layer's whole keys and values."""
+        rows, positions = self.slots.rows, self.slots.positions
+        # Advanced indices on dims 0 and 2 put the index dims first: the target is (B, T, kv_heads, D).
+        self.first[rows, :, positions] = keys.transpose(1, 2)
+        self.second[rows, :, positions] = values.transpose(1, 2)
+        return self.first, self.second
+
+    def ssm_state(self) -> MambaState:
+        """Each row's state after its last position (zeros for an empty row)."""
+        ring = self.slots.ssm
+        rows = self.slots.rows
+        conv = self.first[rows, ring.read][:, 0] * ring.started[..., None]
+        ssm = self.second[rows, ring.read][:, 0] * ring.started[..., None, None]
+        return MambaState(conv, ssm)
+
+    def ssm_record(self, states: MambaState) -> None:
+        """Store a forward's states (a T' dim after the batch) at the slots `begin` chose."""
+        rows, write = self.slots.rows, self.slots.ssm.write
+        self.first[rows, write] = states.conv.to(self.first.dtype)
+        self.second[rows, write] = states.ssm.to(self.second.dtype)
+
+
 class DecodeCache:
     """Everything a decode step reads back from earlier tokens: KV of attention layers, SSM layers' states."""
 
@@ -85,40 +134,36 @@ class DecodeCache:
     def batch_size(self) -> int:
         return self.lengths.shape[0]
 
-    def write(self, layer: int, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor):
-        """Store keys/values (B, kv_heads, T, D) at slots `positions` (B, T); return the whole layer cache."""
-        k_cache, v_cache = self.keys[layer], self.values[layer]
-        # Advanced indices on dims 0 and 2 put the index dims first: the target is (B, T, kv_heads, D).
-        k_cache[self._rows, :, positions] = keys.transpose(1, 2)
-        v_cache[self._rows, :, positions] = values.transpose(1, 2)
-        return k_cache, v_cache
+    def begin(self, positions: torch.Tensor, valid: torch.Tensor | None) -> Slots:
+        """Where a forward on tokens at `positions` (B, T) (`valid`: which are real) reads and writes, worked out
+        once for all its layers; the ring's bookkeeping (which position each slot holds) is done here, once.
 
-    def ssm_state(self, layer: int) -> MambaState:
-        """Each row's state after its last position (zeros for an empty row)."""
-        slot = ((self.lengths - 1) % self.ssm_history)[:, None]
-        started = (self.lengths > 0).view(-1, 1, 1)
-        conv = self.conv[layer][self._rows, slot][:, 0]
-        ssm = self.ssm[layer][self._rows, slot][:, 0]
-        return MambaState(conv * started, ssm * started[..., None])
-
-    def ssm_record(self, layer: int, states: MambaState, positions: torch.Tensor, valid: torch.Tensor | None):
-        """Store a forward's states (T dim after the batch) for `positions` (B, T).
-
-        With states for every position (T == positions' T) each real one is kept; with one state per row
-        it is the row's final state, and the ring forgets everything older for rows that took tokens
-        (their earlier slots now hold positions of a past history, or none).
-        """
+        With T <= ssm_history the SSM layers record the state after every position (a verify block, whose every
+        prefix may be accepted); with more (a prompt) only each row's final state, and the ring forgets everything
+        older for rows that took tokens (their earlier slots now hold positions of a past history, or none)."""
+        self.fresh = False
+        if not self.ssm:
+            return Slots(self._rows, positions)
+        per_position = positions.shape[1] <= self.ssm_history  # a Python int: no host sync
+        read = ((self.lengths - 1) % self.ssm_history)[:, None]
+        started = (self.lengths > 0)[:, None]
+        recorded = positions
         if valid is None:
             valid = torch.ones_like(positions, dtype=torch.bool)
-        if states.ssm.shape[1] != positions.shape[1]:
+        if not per_position:
             count = valid.sum(dim=1, keepdim=True)
-            positions = positions.gather(1, (count - 1).clamp(min=0))
+            recorded = positions.gather(1, (count - 1).clamp(min=0))
             valid = count > 0
             self.ring_positions.masked_fill_(valid, -1)
-        slot = torch.where(valid, positions % self.ssm_history, self.ssm_history)
-        self.conv[layer][self._rows, slot] = states.conv.to(self.conv[layer].dtype)
-        self.ssm[layer][self._rows, slot] = states.ssm.to(self.ssm[layer].dtype)
-        self.ring_positions[self._rows, slot] = positions
+        write = torch.where(valid, recorded % self.ssm_history, self.ssm_history)
+        self.ring_positions[self._rows, write] = recorded
+        return Slots(self._rows, positions, SSMSlots(read, started, write, per_position))
+
+    def layer(self, index: int, slots: Slots) -> LayerCache:
+        """Layer `index`'s part of the cache for a forward whose slots are `slots`."""
+        if index in self.ssm:
+            return LayerCache(self.conv[index], self.ssm[index], slots)
+        return LayerCache(self.keys[index], self.values[index], slots)
 
     def advance(self, counts: torch.Tensor | int):
         """Record that each row holds `counts` more tokens."""

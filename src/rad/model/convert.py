@@ -124,7 +124,7 @@ def convert(model: CausalLM, layers, init: str = "rad", seed: int = 0, chunk_siz
         for i in layers:
             layer = hybrid.model.layers[i]
             with torch.device(model.device):
-                mixer = SSMMixer(hybrid.config, i).to(model.dtype)
+                mixer = SSMMixer(hybrid.config).to(model.dtype)
             (init_rad if init == "rad" else init_kqvo)(mixer, layer.self_attn)
             layer.replace_attention(mixer)
     return hybrid.eval(), dropped_parts(config, layers)

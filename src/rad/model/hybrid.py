@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from rad.errors import RadError
-from rad.model.cache import DecodeCache
+from rad.model.cache import LayerCache
 from rad.model.config import ModelConfig, SSMConfig
 from rad.model.ssm import Mamba2Mixer, MambaState
 
@@ -54,22 +54,21 @@ def ssm_config_for(config: ModelConfig, chunk_size: int = 256, size: MixerSize =
 
 
 class SSMMixer(Mamba2Mixer):
-    def __init__(self, config: ModelConfig, layer: int):
+    def __init__(self, config: ModelConfig):
         s = config.ssm
         super().__init__(
             config.hidden_size, s.n_heads, s.head_dim, s.n_groups, s.d_state, s.conv_kernel, s.chunk_size,
             rms_eps=config.rms_norm_eps, norm_group_size=s.norm_group_size or s.d_inner,
         )  # fmt: skip
-        self.layer = layer
 
-    def run(self, x: torch.Tensor, positions: torch.Tensor, cache: DecodeCache | None, valid: torch.Tensor | None):
-        """Mix (B, T, hidden) tokens at `positions`; with a cache, continue from each row's state at
-        `cache.lengths` (the new tokens must start there) and record the new states for rollback."""
+    def run(self, x: torch.Tensor, cache: LayerCache | None, valid: torch.Tensor | None):
+        """Mix (B, T, hidden) tokens; with its part of a cache, continue from each row's state at the cache's
+        lengths (the new tokens must start there) and record the new states for rollback."""
         if cache is None:
             return self(x, valid=valid)[0]
-        per_position = x.shape[1] <= cache.ssm_history  # a Python int: no host sync
-        out, states = self(x, cache.ssm_state(self.layer), valid, per_position=per_position)
+        per_position = cache.slots.ssm.per_position
+        out, states = self(x, cache.ssm_state(), valid, per_position=per_position)
         if not per_position:
             states = MambaState(states.conv[:, None], states.ssm[:, None])
-        cache.ssm_record(self.layer, states, positions, valid)
+        cache.ssm_record(states)
         return out

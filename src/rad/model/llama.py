@@ -8,6 +8,7 @@ so that a checkpoint's state dict loads as it is and saves back in the same layo
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache
+from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache, LayerCache
+from rad.model.compiled import CompiledLayers
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer
 from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
@@ -50,7 +52,6 @@ class MLP(nn.Module):
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.layer = layer
         self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
         self.window = config.sliding_windows[layer]
         hidden, q_size, kv_size = config.hidden_size, config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
@@ -64,7 +65,7 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, positions, rotary, seen: Visibility, cache: DecodeCache | None) -> torch.Tensor:
+    def forward(self, x, rotary, seen: Visibility, cache: LayerCache | None) -> torch.Tensor:
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)
@@ -75,7 +76,7 @@ class Attention(nn.Module):
         q = apply_rotary(q.transpose(1, 2), cos, sin)
         k = apply_rotary(k.transpose(1, 2), cos, sin)
         if cache is not None:
-            cached = cache.write(self.layer, k, v, positions)
+            cached = cache.write(k, v)
             if not seen.own_keys:
                 k, v = cached
         mask = seen.masks[self.window]
@@ -132,7 +133,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.is_ssm = config.layer_types[layer] == "ssm"
         if self.is_ssm:
-            self.mamba = SSMMixer(config, layer)
+            self.mamba = SSMMixer(config)
         else:
             self.self_attn = Attention(config, layer)
         self.mlp = MLP(config)
@@ -144,16 +145,17 @@ class DecoderLayer(nn.Module):
         del self.self_attn
         self.mamba, self.is_ssm = mixer, True
 
-    def forward(self, x, positions, rotary, seen: Visibility, cache, skip_attention: bool, valid, capture: bool = False):
+    def forward(self, x, rotary, seen: Visibility, cache: LayerCache | None, skip_attention: bool, valid,
+                capture: bool = False):
         """The layer's output; with `capture`, also its token mixer's (attention's or SSM's) input and output,
         which distillation's alignment losses compare (returned, not hooked: compiled layers return them too)."""
         mixer_in = mixed = None
         if self.is_ssm:
             mixer_in = self.input_layernorm(x)
-            mixed = self.mamba.run(mixer_in, positions, cache, valid)
+            mixed = self.mamba.run(mixer_in, cache, valid)
         elif not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
             mixer_in = self.input_layernorm(x)
-            mixed = self.self_attn(mixer_in, positions, rotary, seen, cache)
+            mixed = self.self_attn(mixer_in, rotary, seen, cache)
         if mixed is not None:
             x = x + mixed
         out = x + self.mlp(self.post_attention_layernorm(x))
@@ -181,6 +183,7 @@ class CausalLM(nn.Module):
         self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
         # Training with less memory: each layer's activations are recomputed in the backward pass, not kept.
         self.checkpoint_layers = False
+        self.compiled_decode: CompiledLayers | None = None  # see compile_decoding
 
     @property
     def device(self) -> torch.device:
@@ -224,16 +227,22 @@ class CausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
         seen = key_visibility(positions, cache, set(self.config.sliding_windows))
-        if cache is not None:
-            cache.fresh = False
+        # Decoding's forwards (into a cache a prefill has written) run the compiled layers if there are any.
+        compiled = self.compiled_decode if cache is not None and not cache.fresh else None
+        slots = None if cache is None else cache.begin(positions, valid)
+        first = compiled is not None and compiled.first_time(input_ids, cache.max_len, skip)
+        start = time.perf_counter()
         captured = {}
         recompute = self.checkpoint_layers and torch.is_grad_enabled()
-        for i, layer in enumerate(self.model.layers):
+        for i, layer in enumerate(self.model.layers if compiled is None else compiled.layers):
             run = functools.partial(checkpoint, layer, use_reentrant=False) if recompute else layer
+            part = None if cache is None else cache.layer(i, slots)
             if i in capture:
-                x, captured[i] = run(x, positions, rotary, seen, cache, i in skip, valid, capture=True)
+                x, captured[i] = run(x, rotary, seen, part, i in skip, valid, capture=True)
             else:
-                x = run(x, positions, rotary, seen, cache, i in skip, valid)
+                x = run(x, rotary, seen, part, i in skip, valid)
+        if first:
+            compiled.compile_seconds += time.perf_counter() - start
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
         out = self.model.norm(x)
@@ -254,6 +263,14 @@ class CausalLM(nn.Module):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         for layer in self.model.layers:
             layer.compile(backend=backend, dynamic=False)
+
+    def compile_decoding(self, backend: str = "inductor") -> CompiledLayers:
+        """Run decoding's forwards (decode steps, drafts, verifications: not a prefill) through compiled layers
+        (rad.model.compiled); `backend` is torch.compile's. Returns them: their `compile_seconds` says what compiling
+        has cost so far. The decode loops then allocate bucketed caches (rad.model.compiled.cache_slots)."""
+        if self.compiled_decode is None or self.compiled_decode.backend != backend:
+            self.compiled_decode = CompiledLayers(self.model.layers, self.device, backend)
+        return self.compiled_decode
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are one Parameter, counted once

@@ -1,0 +1,54 @@
+"""Compiled decoding: the decoder layers under torch.compile for the short forwards of decoding.
+
+A decode step (one token per row), a draft step and a verification (K + 1 tokens per row) run the model's layers
+through compiled graphs; a prompt's prefill stays eager (it is long, so per-op overhead is a small part of it, and its
+length changes with every prompt). Layers get their part of the cache as tensors (rad.model.cache.LayerCache), so
+every layer of one kind runs one graph: a graph per layer kind (attention, attention skipped, SSM) x tokens per row
+x batch x cache slots, whichever skip set the draft uses. Shapes are static, and the decode loops keep them few: the
+cache's slots are rounded up to a bucket (`cache_slots`), so prompts of similar lengths share the graphs, and a
+verification always has K + 1 tokens per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+from torch import nn
+
+# Graphs per layer code object: kinds (3) x widths (2) x batch sizes x cache buckets, past torch's default of 8,
+# after which torch would silently run the layers eagerly.
+RECOMPILE_LIMIT = 64
+# Cache slots are rounded up to a multiple of 1/8 of their power of two (at least 64): at most ~12% more slots to read.
+BUCKETS_PER_OCTAVE, SMALLEST_BUCKET = 8, 64
+
+
+def cache_slots(needed: int) -> int:
+    """The cache size a compiled decode allocates for `needed` slots per row: one bucket of similar sizes."""
+    step = max(SMALLEST_BUCKET, 2 ** (needed.bit_length() - 1) // BUCKETS_PER_OCTAVE)
+    return -(-needed // step) * step
+
+
+def default_backend_options(device: torch.device) -> dict:
+    """torch.compile's settings for the device: on CUDA also CUDA graphs (a step's kernel launches replayed at once)."""
+    return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
+
+
+class CompiledLayers:
+    """The model's decoder layers compiled for decoding, and the time the compiling took."""
+
+    def __init__(self, layers: nn.ModuleList, device: torch.device, backend="inductor"):
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        options = default_backend_options(device) if backend == "inductor" else {}
+        self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in layers]
+        self.backend = backend
+        self.compile_seconds = 0.0  # the first forward of each new shape: compiling, mostly
+        self._shapes: set = set()
+
+    def first_time(self, tokens: torch.Tensor, cache_len: int, skip: Collection[int]) -> bool:
+        """Whether a forward of this shape and skip set is the first (it may compile); recorded as met."""
+        key = (tuple(tokens.shape), cache_len, frozenset(skip))
+        if key in self._shapes:
+            return False
+        self._shapes.add(key)
+        return True

@@ -1,0 +1,125 @@
+"""Compiled decoding (rad.model.compiled) against eager decoding, and how often it compiles.
+
+Most tests compile with torch's CompileCounter backend: dynamo traces and guards the layers exactly as for inductor,
+then runs the captured graphs as they are, and counts every graph it captured (a recompile is one more). One test
+runs inductor itself.
+"""
+
+import copy
+import random
+
+import pytest
+import torch
+from torch._dynamo.testing import CompileCounter
+
+from rad.decode.draft_policy import DraftPolicy
+from rad.decode.generate import generate
+from rad.decode.sampling import SamplingConfig
+from rad.decode.speculative import speculative_generate
+from rad.model.compiled import cache_slots
+from rad.model.convert import convert
+from rad.model.io import load_model
+from test_generate import random_prompts
+
+
+def compiled_copy(model, backend=None):
+    """A copy of `model` compiled for decoding, and the counter of the graphs it captures."""
+    counter = backend or CompileCounter()
+    twin = copy.deepcopy(model)
+    twin.compile_decoding(counter)
+    return twin, counter
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()  # graphs of earlier tests would otherwise be found, not captured
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.fixture(scope="module")
+def llama(llama_dir):
+    return load_model(llama_dir)
+
+
+@pytest.fixture(scope="module")
+def hybrid(llama):
+    return convert(llama, [1, 2], init="kqvo")[0]
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3"])
+def test_compiled_greedy_equals_eager_greedy(tiny_dirs, family):
+    """Plain and speculative decoding, random S and K (fixed or adaptive), ragged batches."""
+    eager = load_model(tiny_dirs[family][0])
+    compiled, counter = compiled_copy(eager)
+    rng = random.Random(family)
+    for trial in range(6):
+        skip = rng.sample(range(4), rng.randint(0, 3))
+        policy = DraftPolicy(draft_len=rng.randint(1, 5), adaptive=rng.random() < 0.3)
+        prompts = random_prompts([rng.randint(1, 40) for _ in range(rng.randint(1, 4))], seed=trial)
+        new = rng.randint(2, 30)
+        plain = generate(eager, prompts, new).tokens
+        assert generate(compiled, prompts, new).tokens == plain
+        assert speculative_generate(compiled, prompts, new, skip=skip, policy=policy).tokens == plain, (skip, policy)
+    assert counter.frame_count > 0  # the layers did run compiled
+
+
+def test_compiled_hybrid_greedy_equals_eager(hybrid):
+    compiled, counter = compiled_copy(hybrid)
+    prompts = random_prompts([3, 29, 14])
+    plain = generate(hybrid, prompts, 30).tokens
+    assert generate(compiled, prompts, 30).tokens == plain
+    for skip, policy in [([0], DraftPolicy(4)), ([3], DraftPolicy(3, adaptive=True)), ([0, 3], DraftPolicy(2))]:
+        assert speculative_generate(compiled, prompts, 30, skip=skip, policy=policy).tokens == plain
+    assert counter.frame_count > 0
+
+
+def test_no_recompile_across_decode_steps_skip_sets_and_bucketed_prompts(llama, hybrid):
+    for model in (llama, hybrid):
+        compiled, counter = compiled_copy(model)
+        assert len(generate(compiled, random_prompts([20]), 65, stop_tokens=[]).tokens[0]) == 65  # 64 decode steps
+        graphs = counter.frame_count
+        assert graphs == (1 if model is llama else 2)  # one per layer kind (attention; SSM), not one per layer
+        # Prompts of other lengths whose cache falls in the same bucket.
+        lengths = [n for n in range(1, 120) if cache_slots(n + 65) == cache_slots(20 + 65)]
+        assert len(lengths) > 10
+        for n in lengths[:: len(lengths) // 4]:
+            generate(compiled, random_prompts([n], seed=n), 65)
+        assert counter.frame_count == graphs
+
+        # Self-speculative decoding: draft (skipped and kept attention) and verify shapes, once for any skip set.
+        speculative_generate(compiled, random_prompts([20]), 40, skip=[0, 3], policy=DraftPolicy(3))
+        graphs = counter.frame_count
+        for skip in ([0, 3], [0, 1] if model is llama else [0, 3], [3, 0]):
+            speculative_generate(compiled, random_prompts([20], seed=5), 40, skip=skip, policy=DraftPolicy(3))
+        if model is llama:
+            speculative_generate(compiled, random_prompts([20], seed=6), 40, skip=[1, 2], policy=DraftPolicy(3))
+        assert counter.frame_count == graphs
+
+
+def test_cache_buckets_cover_every_size_with_little_waste():
+    sizes = range(1, 20000)
+    assert all(cache_slots(n) >= n for n in sizes)
+    assert all(cache_slots(n) < n + max(64, n / 8) for n in sizes)
+    assert len({cache_slots(n) for n in range(4097, 8193)}) == 8  # eight buckets per doubling
+
+
+def test_sampled_rows_follow_the_eager_streams(llama):
+    """Sampling draws from the same uniforms compiled or not: the same tokens where logits agree (here: exactly)."""
+    compiled, _ = compiled_copy(llama)
+    prompts = random_prompts([5, 17])
+    sampling = SamplingConfig(temperature=1.1, top_p=0.9, seed=3)
+    assert generate(compiled, prompts, 20, sampling).tokens == generate(llama, prompts, 20, sampling).tokens
+    assert (speculative_generate(compiled, prompts, 20, sampling, skip=[2], policy=DraftPolicy(3)).tokens
+            == speculative_generate(llama, prompts, 20, sampling, skip=[2], policy=DraftPolicy(3)).tokens)
+
+
+def test_inductor_compiled_decoding_equals_eager(hybrid):
+    """The real compiler: C++ kernels generated for the layers give the eager greedy tokens, and its compile time is
+    kept."""
+    compiled, _ = compiled_copy(hybrid, backend="inductor")
+    prompts = random_prompts([9, 30])
+    plain = generate(hybrid, prompts, 24).tokens
+    assert generate(compiled, prompts, 24).tokens == plain
+    assert speculative_generate(compiled, prompts, 24, skip=[0], policy=DraftPolicy(3)).tokens == plain
+    assert compiled.compiled_decode.compile_seconds > 0
