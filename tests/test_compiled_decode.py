@@ -7,6 +7,7 @@ runs inductor itself.
 
 import copy
 import random
+import time
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from rad.decode.draft_policy import DraftPolicy
 from rad.decode.generate import generate
 from rad.decode.sampling import SamplingConfig
 from rad.decode.speculative import speculative_generate
+from rad.eval.cost_model import measure_costs
 from rad.model.compiled import cache_slots
 from rad.model.convert import convert
 from rad.model.io import load_model
@@ -123,3 +125,22 @@ def test_inductor_compiled_decoding_equals_eager(hybrid):
     assert generate(compiled, prompts, 24).tokens == plain
     assert speculative_generate(compiled, prompts, 24, skip=[0], policy=DraftPolicy(3)).tokens == plain
     assert compiled.compiled_decode.compile_seconds > 0
+
+
+def test_cost_model_times_the_compiled_layers(llama):
+    """The speed-up's costs come from forwards through the compiled layers (full and all-skipped, widths 1 and W:
+    four graphs), and model a draft forward's time."""
+    compiled, counter = compiled_copy(llama)
+    costs = measure_costs(compiled, 1, 128, 4)
+    assert counter.frame_count == 4
+    assert min(costs.attention) > 0 and costs.mlp == (0.0, 0.0) and min(costs.rest) > 0
+    times = []
+    with torch.inference_mode():  # as decoding runs: tensors made outside it would be guarded as other inputs
+        cache = compiled.new_cache(1, 128)
+        cache.fresh = False
+        for _ in range(20):
+            start = time.perf_counter()
+            compiled(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[127]]), cache, [1])
+            times.append(time.perf_counter() - start)
+    assert 0.5 < costs.forward(1, skipped=1) / min(times) < 2.0  # wide: other work shares these cores
+    assert counter.frame_count == 4  # the draft forward ran the graphs the timing compiled

@@ -21,6 +21,7 @@ from rad.app.convert import ConvertConfig, convert_folder  # noqa: E402
 from rad.eval.accuracy import EvalConfig, evaluate  # noqa: E402
 from rad.eval.harness.backend import RadLM  # noqa: E402
 from rad.eval.harness.run import HarnessConfig, run_harness  # noqa: E402
+from rad.model.io import Placement  # noqa: E402
 from rad.model.io import DEMO_MODEL_DIR, load_model  # noqa: E402
 from rad.model.tokenizer import load_tokenizer  # noqa: E402
 
@@ -84,7 +85,7 @@ def test_a_hybrid_scores_unlike_its_teacher(checkpoints):
 @pytest.mark.parametrize("task", ["math", "code"])
 def test_a_shipped_task_scores_as_rad_eval_does(task):
     n = 24
-    harness = run_harness("demo", HarnessConfig(lm_eval=[f"rad_{task}"], limit=n), 8, "cpu", "float32")
+    harness = run_harness("demo", HarnessConfig(lm_eval=[f"rad_{task}"], limit=n), 8, Placement())
     accuracy = harness["results"][f"rad_{task}"]["acc,none"]
     model = load_model(DEMO_MODEL_DIR)
     ours = evaluate(model, load_tokenizer(DEMO_MODEL_DIR), EvalConfig(task=task, n=n, batch_size=8))

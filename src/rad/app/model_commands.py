@@ -54,7 +54,7 @@ def run_generate(command: GenerateCommand) -> None:
     from rad.decode.loop import check_positions
     from rad.eval.profiling import profile_speculative
     from rad.model.formats import load_config
-    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.io import resolve_model_dir
     from rad.model.tokenizer import encode_prompt, load_tokenizer
 
     model_dir = resolve_model_dir(command.model)
@@ -62,7 +62,7 @@ def run_generate(command: GenerateCommand) -> None:
     tokenizer = load_tokenizer(model_dir)
     prompt = encode_prompt(tokenizer, command.prompt, chat=command.chat)
     check_positions(config, len(prompt), command.max_new_tokens)  # before the weights load
-    model = load_model(model_dir, command.placement.device, command.placement.dtype)
+    model = command.placement.load(model_dir)
     if command.speculative:
         profile = profile_speculative(model, [prompt], command.max_new_tokens, command.sampling, skip=command.skip,
                                       policy=command.policy)
@@ -71,13 +71,16 @@ def run_generate(command: GenerateCommand) -> None:
         result, stats = generate(model, [prompt], command.max_new_tokens, command.sampling, skip=command.skip), {}
     tokens = result.tokens[0]
     text = tokenizer.decode(tokens, skip_special_tokens=True)
+    # The first run of each shape compiles: its time is in the tokens/s (a second run in the process would not pay).
+    compiled = {} if model.compiled_decode is None else {"compile_s": model.compiled_decode.compile_seconds}
     if command.json:
         print(json.dumps({"text": text, "tokens": tokens, "prompt_tokens": len(prompt), "new_tokens": len(tokens),
                           "tokens_per_s": result.tokens_per_s, "prefill_s": result.prefill_s,
-                          "decode_s": result.decode_s, "skip": sorted(command.skip), **stats}))
+                          "decode_s": result.decode_s, "skip": sorted(command.skip), **compiled, **stats}))
         return
     print(text)
-    print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+    compiling = f", of which {compiled['compile_s']:.1f} s compiling" if compiled else ""
+    print(f"[{len(tokens)} tokens, {result.tokens_per_s:.1f} tokens/s{compiling}]", file=sys.stderr)
     if stats:
         print(f"[acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted']:.2f} drafts accepted per step, "
               f"speed-up {stats['speedup_measured'] or 0:.2f}x measured, {stats['speedup_modeled'] or 0:.2f}x modeled]",

@@ -47,6 +47,7 @@ class RunConfig(Options):
     price_per_hour: float = option(2.0, help="USD per machine-hour, for the report's cost section", above=0)
     seed: int = seed_option("seed of every stage")
     device: str = option("cpu", help="torch device of every stage")
+    compile: bool = option(False, help="compiled decoding in the diagnosis, evaluation and benchmark")
     threads: int | str = option(0, help=f"{THREADS_HELP} (1 on a busy machine)", low=0, words=("auto",))
     time_budget: float | None = option(None, help="seconds the whole run may take: the distillation's last stage is "
                                                   "sized to what the other stages leave", above=0)
@@ -71,7 +72,8 @@ class RunConfig(Options):
         if stage == "diagnose":
             out = self.stage_dir("diagnose")
             return replace(self.diagnose, model=self.model, out=str(out), ks=[self.k], seed=self.seed,
-                           placement=replace(self.diagnose.placement, device=self.device), threads=self.threads,
+                           placement=replace(self.diagnose.placement, device=self.device, compile=self.compile),
+                           threads=self.threads,
                            resume=(out / "study.db").is_file())  # an interrupted diagnosis continues its study
         if stage == "convert":
             return replace(self.convert, seed=self.seed)
@@ -88,7 +90,7 @@ class RunConfig(Options):
 
 # What each stage's config takes from the run (RunConfig.stage_config): `rad run` has no flag for these.
 SET_BY_RUN = frozenset(f"{stage}.{name}" for stage, names in {
-    "diagnose": ("model", "out", "ks", "seed", "placement.device", "threads", "resume"),
+    "diagnose": ("model", "out", "ks", "seed", "placement.device", "placement.compile", "threads", "resume"),
     "convert": ("seed",),
     "distill": ("student", "teacher", "data", "out", "seed", "device", "resume", "time_budget"),
     "eval": ("task", "seed", "skip"),

@@ -45,7 +45,7 @@ def run_bench(config, state: RunState) -> dict:
     from rad.eval.throughput import bench_models
 
     bench = bench_models([config.teacher or config.model, str(config.stage_dir("convert"))],
-                         config.stage_config("bench"), device=config.device)
+                         config.stage_config("bench"), device=config.device, compile=config.compile)
     for entry, label in zip(bench["models"], ("teacher", "hybrid")):
         entry["label"] = label
     bench["speculative"] = speculative_statistics(config, state.summaries["diagnose"]["layers"])
@@ -66,7 +66,7 @@ def speculative_statistics(config, layers: list[int]) -> dict:
     from rad.model.tokenizer import load_tokenizer
 
     model_dir = resolve_model_dir(config.teacher or config.model)
-    model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
+    model, tokenizer = load_model(model_dir, config.device, compile=config.compile), load_tokenizer(model_dir)
     prompts = [tokenizer(p.prompt)["input_ids"] for p in math.generate(8, seed=config.seed, split="test")]
     profile = profile_speculative(model, prompts, config.eval.max_new_tokens, skip=layers, model_cost=False)
     return {"skip": layers, **profile.to_dict()}
@@ -79,7 +79,7 @@ def evaluate_model(config, name: str, folder: str) -> dict:
     from rad.model.tokenizer import load_tokenizer
 
     model_dir = resolve_model_dir(folder)
-    model, tokenizer = load_model(model_dir, device=config.device), load_tokenizer(model_dir)
+    model, tokenizer = load_model(model_dir, config.device, compile=config.compile), load_tokenizer(model_dir)
     results = {}
     for task in config.tasks:
         result = evaluate(model, tokenizer, replace(config.stage_config("eval"), task=task))

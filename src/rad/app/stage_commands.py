@@ -137,8 +137,10 @@ def run_eval(command: EvalCommand) -> None:
         check_same_tokenizer(tokenizer, load_tokenizer(teacher_dir), load_config(model_dir).vocab_size,
                              load_config(teacher_dir).vocab_size)
         teacher = load_model(teacher_dir, command.placement.device, command.placement.dtype)
-    model = load_model(model_dir, command.placement.device, command.placement.dtype)
+    model = command.placement.load(model_dir)
     result = evaluate(model, tokenizer, command.settings, teacher)
+    if model.compiled_decode is not None:
+        result["compile_s"] = model.compiled_decode.compile_seconds
     records = result.pop("records")
     if command.records:
         atomic_write_jsonl(command.records, records)
@@ -148,8 +150,7 @@ def run_eval(command: EvalCommand) -> None:
 def run_lm_eval(command: EvalCommand) -> None:
     from rad.eval.harness.run import run_harness
 
-    result = run_harness(command.model, command.harness, command.settings.batch_size, command.placement.device,
-                         command.placement.dtype)
+    result = run_harness(command.model, command.harness, command.settings.batch_size, command.placement)
     if command.json:
         print(json.dumps({key: result[key] for key in ("results", "groups", "n-samples", "n-shot") if key in result},
                          default=lambda value: value.item()))  # numpy scalars
@@ -193,7 +194,7 @@ def run_bench(command: BenchCommand) -> None:
                   flush=True)
 
     result = bench_models(command.models, command.settings, command.placement.device, command.placement.dtype,
-                          progress=show)
+                          progress=show, compile=command.placement.compile)
     if command.out:
         atomic_write_json(command.out, result)
     command.emit(result, bench_ratios)

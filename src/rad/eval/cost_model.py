@@ -16,6 +16,11 @@ forward is rarely undisturbed: its least time came out up to twice the sum of it
         (and the hooks' own small overhead).
 At widths between 1 and W costs are linear interpolations.
 
+A model compiled for decoding (CausalLM.compile_decoding) is timed as it decodes, through its compiled layers, where
+no hook can stamp a sub-layer: whole forwards, each its least time over the repetitions, of the full model and of the
+model with every attention sub-layer skipped, at widths 1 and W, give a(w) (their difference over A) and r(w) (the
+skipping forward: MLPs, SSM mixers and the rest; m(w) is then 0), which the formulas below use unchanged.
+
 With A attention layers among L layers, |S| of them skipped by the draft:
   draft forward    c_d(S) = (A - |S|)·a(1) + L·m(1) + r(1)
   full forward     c(w)   =  A·a(w)      + L·m(w) + r(w)          (c(1) is one plain decode step)
@@ -73,7 +78,8 @@ def measure_costs(model: CausalLM, batch: int, context: int, width: int) -> SubL
     key = (batch, context, width, model.device, model.dtype)
     per_model = _measured.setdefault(model, {})
     if key not in per_model:
-        per_model[key] = _time_sublayers(model, batch, context, width)
+        timer = _time_sublayers if model.compiled_decode is None else _time_compiled_forwards
+        per_model[key] = timer(model, batch, context, width)
     return per_model[key]
 
 
@@ -110,15 +116,23 @@ class _Timeline:
     def segments(self, batch: int, context: int, width: int) -> list[tuple[str, float]]:
         """(kind, seconds) of each segment of one forward on `width` tokens per row, queries at the end of
         a `context`-slot cache."""
-        device = self.model.device
-        cache = self.model.new_cache(batch, context)
-        positions = (context - width + torch.arange(width, device=device)).expand(batch, -1)
-        ids = torch.zeros(batch, width, dtype=torch.long, device=device)
+        ids, positions, cache = _forward_at_end(self.model, batch, context, width)
         self.marks = []
         self.stamp("rest")
         self.model(ids, positions, cache)
         self.stamp("end")
         return [(kind, end - start) for (kind, start), (_, end) in zip(self.marks, self.marks[1:])]
+
+
+def _forward_at_end(model: CausalLM, batch: int, context: int, width: int):
+    """Token ids, positions and a cache for a forward of `width` tokens per row at the end of a `context`-slot cache,
+    which counts as written (its keys are zeros: the time does not depend on them)."""
+    device = model.device
+    cache = model.new_cache(batch, context)
+    cache.fresh = False  # a decoding forward, not a prefill: compiled layers run it, as they run the decode steps
+    # Contiguous, as the decode loops' positions are: compiled graphs are specialised on strides too.
+    positions = (context - width + torch.arange(width, device=device)).expand(batch, -1).contiguous()
+    return torch.zeros(batch, width, dtype=torch.long, device=device), positions, cache
 
 
 @torch.inference_mode()
@@ -140,3 +154,27 @@ def _time_sublayers(model: CausalLM, batch: int, context: int, width: int) -> Su
 
     (a1, m1, r1), (aw, mw, rw) = costs(1), costs(width)
     return SubLayerCosts(width, (a1, aw), (m1, mw), (r1, rw), layers, attention)
+
+
+@torch.inference_mode()
+def _time_compiled_forwards(model: CausalLM, batch: int, context: int, width: int) -> SubLayerCosts:
+    layers = tuple(model.config.attention_layers)
+    attention = len(layers)
+    variants = [(w, skip) for w in (1, width) for skip in ((), layers)]
+    inputs = {variant: _forward_at_end(model, batch, context, variant[0]) for variant in variants}
+    best = dict.fromkeys(variants, float("inf"))
+    for rep in range(WARMUP + REPS):
+        for variant in variants:  # taking turns, so slow phases of the machine hit all of them
+            ids, positions, cache = inputs[variant]
+            synchronize(model.device)
+            start = time.perf_counter()
+            model(ids, positions, cache, variant[1])
+            synchronize(model.device)
+            if rep >= WARMUP:
+                best[variant] = min(best[variant], time.perf_counter() - start)
+
+    def costs(w: int) -> tuple[float, float]:
+        return (best[w, ()] - best[w, layers]) / max(attention, 1), best[w, layers]
+
+    (a1, r1), (aw, rw) = costs(1), costs(width)
+    return SubLayerCosts(width, (a1, aw), (0.0, 0.0), (r1, rw), model.config.num_layers, attention)

@@ -102,11 +102,13 @@ def check_fits(model_dirs: Sequence[str], config: BenchConfig, device: str, dtyp
                      str(device))
 
 
-def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", dtype="float32", progress=None) -> dict:
+def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", dtype="float32", progress=None,
+                 compile: bool = False) -> dict:  # fmt: skip
     """Benchmark the models on the same points; ratios compare every model with the first one.
-    `progress(model_index, point)` is called after each point."""
+    `progress(model_index, point)` is called after each point. With `compile`, compiled decoding: each point's
+    warm-up compiles its shapes (keep --warmup >= 1), and each model's entry says what compiling took."""
     check_fits(model_dirs, config, device, dtype)
-    models = [load_model(name, device=device, dtype=dtype) for name in model_dirs]
+    models = [load_model(name, device=device, dtype=dtype, compile=compile) for name in model_dirs]
     entries = [{"model": str(name), "layer_types": m.config.layer_types, "parameters": m.num_parameters(),
                 "parameters_per_mixer": m.parameters_per_mixer(), "points": []} for name, m in zip(model_dirs, models)]
     for context in config.contexts:
@@ -115,6 +117,9 @@ def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", d
                 entries[i]["points"].append(point)
                 if progress:
                     progress(i, point)
+    for entry, model in zip(entries, models):
+        if model.compiled_decode is not None:
+            entry["compile_s"] = model.compiled_decode.compile_seconds
     baseline = entries[0]["points"]
     for entry in entries[1:]:
         entry["vs_first"] = [
@@ -124,5 +129,5 @@ def bench_models(model_dirs: Sequence[str], config: BenchConfig, device="cpu", d
              "state_memory_ratio": p["state_bytes"] / b["state_bytes"] if b["state_bytes"] else None}
             for p, b in zip(entry["points"], baseline)
         ]
-    return {"device": str(device), "dtype": dtype, "new_tokens": config.new_tokens, "reps": config.reps,
-            "machine": calibration(str(device), dtype), "models": entries}
+    return {"device": str(device), "dtype": dtype, "compiled": compile, "new_tokens": config.new_tokens,
+            "reps": config.reps, "machine": calibration(str(device), dtype), "models": entries}

@@ -46,8 +46,9 @@ class CompiledLayers:
         self._shapes: set = set()
 
     def first_time(self, tokens: torch.Tensor, cache_len: int, skip: Collection[int]) -> bool:
-        """Whether a forward of this shape and skip set is the first (it may compile); recorded as met."""
-        key = (tuple(tokens.shape), cache_len, frozenset(skip))
+        """Whether a forward of this shape, skipping or not, is the first (it may compile); recorded as met. (Another
+        skip set runs the same graphs.)"""
+        key = (tuple(tokens.shape), cache_len, bool(skip))
         if key in self._shapes:
             return False
         self._shapes.add(key)

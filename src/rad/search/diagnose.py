@@ -47,7 +47,7 @@ def diagnose(config: DiagnoseConfig) -> dict:
 
 def run_diagnosis(config: DiagnoseConfig) -> dict:
     from rad.model.formats import load_config
-    from rad.model.io import load_model, resolve_model_dir
+    from rad.model.io import resolve_model_dir
     from rad.model.tokenizer import encode_prompt, load_tokenizer
 
     set_threads(config.threads)
@@ -61,7 +61,7 @@ def run_diagnosis(config: DiagnoseConfig) -> dict:
     tokenizer = load_tokenizer(model_dir)
     sources = {spec: [encode_prompt(tokenizer, text, chat=is_chat(spec))
                       for text in load_prompts(spec, config.n_prompts, config.seed)] for spec in config.prompts}
-    model = load_model(model_dir, config.placement.device, config.placement.dtype)
+    model = config.placement.load(model_dir)
     speedup = SpeedupObjective(model, sources, SpeedupConfig(config.objective, config.max_new_tokens, config.draft_len))
     objective = CachedObjective(speedup)
     every_prompt = [p for prompts in sources.values() for p in prompts]

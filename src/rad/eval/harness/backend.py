@@ -40,12 +40,12 @@ LOGIT_CHUNK = 512  # positions whose logits are made at once: 100 MB for a 49,15
 @register_model("rad")
 class RadLM(LM):
     def __init__(self, pretrained: str, device: str = "cpu", dtype: str = "float32", batch_size=16,
-                 max_length: int | None = None, **_harness_extras):  # fmt: skip
-        """`pretrained`: a model folder, `demo` or `smollm2`. The harness also passes `max_batch_size` and the
-        like, which rad does not use."""
+                 max_length: int | None = None, compile: bool | str = False, **_harness_extras):  # fmt: skip
+        """`pretrained`: a model folder, `demo` or `smollm2`; `compile`: compiled decoding for generation tasks. The
+        harness also passes `max_batch_size` and the like, which rad does not use."""
         super().__init__()
         folder = resolve_model_dir(str(pretrained))
-        self.model = load_model(folder, device, dtype)
+        self.model = load_model(folder, device, dtype, compile=str(compile).lower() in ("true", "1"))
         self.tokenizer = load_tokenizer(folder)
         self.batch_size = 16 if batch_size is None or str(batch_size).startswith("auto") else int(batch_size)
         self.max_length = int(max_length) if max_length else self.model.config.max_position_embeddings

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rad.errors import RadError
 from rad.options import Options, option
+
+if TYPE_CHECKING:  # the command line reads HarnessConfig without loading torch
+    from rad.model.io import Placement
 
 SHIPPED_TASKS = Path(__file__).parent / "tasks"
 INSTALL_HINT = "lm-evaluation-harness is not installed: pip install 'rad[lm-eval]'"
@@ -60,14 +64,15 @@ def shipped_tasks() -> list[str]:
     return sorted(path.stem for path in SHIPPED_TASKS.glob("*.yaml"))
 
 
-def run_harness(model: str, config: HarnessConfig, batch_size: int, device: str, dtype: str) -> dict:
+def run_harness(model: str, config: HarnessConfig, batch_size: int, placement: Placement) -> dict:
     """The harness's results ("results", "configs", ...), for `config.lm_eval` on `model` through the rad backend."""
     manager = task_manager(config)  # before the model loads: a wrong task name costs nothing
     from lm_eval import simple_evaluate
 
     from rad.eval.harness.backend import RadLM
 
-    backend = RadLM(model, device=device, dtype=dtype, batch_size=batch_size)
+    backend = RadLM(model, device=placement.device, dtype=placement.dtype, batch_size=batch_size,
+                    compile=placement.compile)
     return simple_evaluate(model=backend, tasks=list(config.lm_eval), num_fewshot=config.num_fewshot,
                            limit=config.limit, apply_chat_template=config.chat_template, task_manager=manager,
                            bootstrap_iters=BOOTSTRAP_ITERS)
