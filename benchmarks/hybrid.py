@@ -15,7 +15,9 @@ transformers' Mamba2Mixer on its torch path, with the same weights and outputs c
 Part 3: rad's torch scan itself at the model's chunk (256) vs the chunk it runs (TORCH_SCAN_CHUNK), for a
 prompt and for a training batch (forward + backward), outputs checked equal.
 
-Run: python benchmarks/hybrid.py [--reps 3] [--contexts 256,1024,4096] [--device cpu] [--threads 1]
+`--compile`: part 1 decodes through compiled layers (CausalLM.compile_decoding, inductor; the warm-up compiles) and
+parts 2 and 3 are left out. Run: python benchmarks/hybrid.py [--reps 3] [--contexts 256,1024,4096] [--device cpu]
+[--threads 1] [--compile]
 """
 
 from __future__ import annotations
@@ -190,6 +192,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--scan-reps", type=int, default=3, help="timed repetitions of each scan (transformers' is slow)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="decode through compiled layers; part 1 only")
     parser.add_argument("--threads", type=int, help="torch CPU threads (1 on a machine busy with other work: "
                         "spinning threads waiting for a busy core cost far more than they give)")
     args = parser.parse_args()
@@ -198,8 +201,14 @@ def main():
     device = torch.device(args.device)
     contexts = [int(c) for c in args.contexts.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, float32, batch 1, "
-          f"{args.new_tokens} decode steps, median of {args.reps}")
-    report_decode(build_models(device), contexts, args.new_tokens, args.reps, device)
+          f"{args.new_tokens} decode steps, median of {args.reps}, {'compiled' if args.compile else 'eager'}")
+    models = build_models(device)
+    if args.compile:
+        for model in models.values():
+            model.compile_decoding()
+    report_decode(models, contexts, args.new_tokens, args.reps, device)
+    if args.compile:
+        return
     bench_scan(contexts, args.scan_reps, device)
     bench_chunks(max(args.scan_reps, 5), device)
 

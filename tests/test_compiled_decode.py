@@ -81,7 +81,7 @@ def test_no_recompile_across_decode_steps_skip_sets_and_bucketed_prompts(llama, 
         compiled, counter = compiled_copy(model)
         assert len(generate(compiled, random_prompts([20]), 65, stop_tokens=[]).tokens[0]) == 65  # 64 decode steps
         graphs = counter.frame_count
-        assert graphs == (1 if model is llama else 2)  # one per layer kind (attention; SSM), not one per layer
+        assert graphs == 1  # the whole forward
         # Prompts of other lengths whose cache falls in the same bucket.
         lengths = [n for n in range(1, 120) if cache_slots(n + 65) == cache_slots(20 + 65)]
         assert len(lengths) > 10
@@ -89,13 +89,14 @@ def test_no_recompile_across_decode_steps_skip_sets_and_bucketed_prompts(llama, 
             generate(compiled, random_prompts([n], seed=n), 65)
         assert counter.frame_count == graphs
 
-        # Self-speculative decoding: draft (skipped and kept attention) and verify shapes, once for any skip set.
-        speculative_generate(compiled, random_prompts([20]), 40, skip=[0, 3], policy=DraftPolicy(3))
+        # Self-speculative decoding: the verification's whole forward, and the drafts' layers one graph per kind
+        # (attention kept, attention skipped, SSM), not one per layer, and only once for any skip set.
+        skip_sets = [[0, 3], [0, 1], [3, 0], [1, 2]] if model is llama else [[0], [3], [0]]  # the hybrid's: 0 and 3
+        speculative_generate(compiled, random_prompts([20]), 40, skip=skip_sets[0], policy=DraftPolicy(3))
+        assert counter.frame_count - graphs == (3 if model is llama else 4)
         graphs = counter.frame_count
-        for skip in ([0, 3], [0, 1] if model is llama else [0, 3], [3, 0]):
-            speculative_generate(compiled, random_prompts([20], seed=5), 40, skip=skip, policy=DraftPolicy(3))
-        if model is llama:
-            speculative_generate(compiled, random_prompts([20], seed=6), 40, skip=[1, 2], policy=DraftPolicy(3))
+        for seed, skip in enumerate(skip_sets[1:]):
+            speculative_generate(compiled, random_prompts([20], seed=seed), 40, skip=skip, policy=DraftPolicy(3))
         assert counter.frame_count == graphs
 
 
@@ -128,12 +129,12 @@ def test_inductor_compiled_decoding_equals_eager(hybrid):
 
 
 def test_cost_model_times_the_compiled_layers(llama):
-    """The speed-up's costs come from forwards through the compiled layers (full and all-skipped, widths 1 and W:
-    four graphs), and model a draft forward's time."""
+    """The speed-up's costs come from forwards through the compiled graphs (the whole forward at widths 1 and W; a
+    draft's layers, attention kept and skipped: four graphs), and model a draft forward's time."""
     compiled, counter = compiled_copy(llama)
     costs = measure_costs(compiled, 1, 128, 4)
     assert counter.frame_count == 4
-    assert min(costs.attention) > 0 and costs.mlp == (0.0, 0.0) and min(costs.rest) > 0
+    assert min(costs.attention) > 0 and costs.mlp == (0.0, 0.0) and min(costs.rest) > 0 and min(costs.full) > 0
     times = []
     with torch.inference_mode():  # as decoding runs: tensors made outside it would be guarded as other inputs
         cache = compiled.new_cache(1, 128)

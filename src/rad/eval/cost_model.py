@@ -16,10 +16,11 @@ forward is rarely undisturbed: its least time came out up to twice the sum of it
         (and the hooks' own small overhead).
 At widths between 1 and W costs are linear interpolations.
 
-A model compiled for decoding (CausalLM.compile_decoding) is timed as it decodes, through its compiled layers, where
-no hook can stamp a sub-layer: whole forwards, each its least time over the repetitions, of the full model and of the
-model with every attention sub-layer skipped, at widths 1 and W, give a(w) (their difference over A) and r(w) (the
-skipping forward: MLPs, SSM mixers and the rest; m(w) is then 0), which the formulas below use unchanged.
+A model compiled for decoding (rad.model.compiled) is timed as it decodes, where no hook can stamp a sub-layer: whole
+forwards, each its least time over the repetitions. A forward that skips nothing is one graph: c(1) and c(W) are timed
+as they are. A draft forward (one token per row) runs layer by layer: timed with every attention sub-layer skipped
+(r(1): MLPs, SSM mixers and the rest; m is then 0) and with one skipped, whose difference over A - 1 is a(1); the
+draft formula below then holds unchanged.
 
 With A attention layers among L layers, |S| of them skipped by the draft:
   draft forward    c_d(S) = (A - |S|)·a(1) + L·m(1) + r(1)
@@ -56,6 +57,7 @@ class SubLayerCosts:
     rest: tuple[float, float]
     num_layers: int
     num_attention: int
+    full: tuple[float, float] | None = None  # compiled: a forward that skips nothing, timed whole (widths 1 and W)
 
     def _at(self, pair: tuple[float, float], width: float) -> float:
         low, high = pair
@@ -63,6 +65,8 @@ class SubLayerCosts:
 
     def forward(self, width: float = 1, skipped: int = 0) -> float:
         """Modeled seconds of one forward on `width` tokens per row with `skipped` attention sub-layers."""
+        if skipped == 0 and self.full is not None:
+            return self._at(self.full, width)
         attention = (self.num_attention - skipped) * self._at(self.attention, width)
         return attention + self.num_layers * self._at(self.mlp, width) + self._at(self.rest, width)
 
@@ -160,7 +164,8 @@ def _time_sublayers(model: CausalLM, batch: int, context: int, width: int) -> Su
 def _time_compiled_forwards(model: CausalLM, batch: int, context: int, width: int) -> SubLayerCosts:
     layers = tuple(model.config.attention_layers)
     attention = len(layers)
-    variants = [(w, skip) for w in (1, width) for skip in ((), layers)]
+    # (tokens per row, skipped layers); drafts are one token per row, so their layer-by-layer graphs are timed at 1.
+    variants = [(1, ()), (width, ()), (1, layers), (1, layers[:1])]
     inputs = {variant: _forward_at_end(model, batch, context, variant[0]) for variant in variants}
     best = dict.fromkeys(variants, float("inf"))
     for rep in range(WARMUP + REPS):
@@ -173,8 +178,7 @@ def _time_compiled_forwards(model: CausalLM, batch: int, context: int, width: in
             if rep >= WARMUP:
                 best[variant] = min(best[variant], time.perf_counter() - start)
 
-    def costs(w: int) -> tuple[float, float]:
-        return (best[w, ()] - best[w, layers]) / max(attention, 1), best[w, layers]
-
-    (a1, r1), (aw, rw) = costs(1), costs(width)
-    return SubLayerCosts(width, (a1, aw), (0.0, 0.0), (r1, rw), model.config.num_layers, attention)
+    rest = best[1, layers]
+    a1 = (best[1, layers[:1]] - rest) / (attention - 1) if attention > 1 else 0.0  # one layer: a draft skips it all
+    return SubLayerCosts(width, (a1, a1), (0.0, 0.0), (rest, rest), model.config.num_layers, attention,
+                         full=(best[1, ()], best[width, ()]))

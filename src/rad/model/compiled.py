@@ -1,16 +1,21 @@
-"""Compiled decoding: the decoder layers under torch.compile for the short forwards of decoding.
+"""Compiled decoding: the model's forward under torch.compile for the short forwards of decoding.
 
-A decode step (one token per row), a draft step and a verification (K + 1 tokens per row) run the model's layers
-through compiled graphs; a prompt's prefill stays eager (it is long, so per-op overhead is a small part of it, and its
-length changes with every prompt). Layers get their part of the cache as tensors (rad.model.cache.LayerCache), so
-every layer of one kind runs one graph: a graph per layer kind (attention, attention skipped, SSM) x tokens per row
-x batch x cache slots, whichever skip set the draft uses. Shapes are static, and the decode loops keep them few: the
-cache's slots are rounded up to a bucket (`cache_slots`), so prompts of similar lengths share the graphs, and a
-verification always has K + 1 tokens per row.
+A decode step (one token per row), a draft step and a verification (K + 1 tokens per row) run compiled; a prompt's
+prefill stays eager (it is long, so per-op overhead is a small part of it, and its length changes with every prompt).
+Two kinds of graph:
+- a forward that skips nothing (a plain decode step, a verification) is one graph, embedding to logits: the fewest
+  calls and guards per step;
+- a draft forward runs its layers one compiled call each, with the embedding, norm and head around them eager.
+  Layers get their part of the cache as tensors (rad.model.cache.LayerCache), so every layer of one kind runs one
+  graph (attention, attention skipped, SSM), whichever skip set the draft uses: the diagnosis tries many.
+Shapes are static (a graph per tokens per row x batch x cache slots), and the decode loops keep them few: the cache's
+slots are rounded up to a bucket (`cache_slots`), so prompts of similar lengths share the graphs, and a verification
+always has K + 1 tokens per row.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 
 import torch
@@ -34,21 +39,36 @@ def default_backend_options(device: torch.device) -> dict:
     return {"mode": "reduce-overhead"} if device.type == "cuda" else {}
 
 
-class CompiledLayers:
-    """The model's decoder layers compiled for decoding, and the time the compiling took."""
+class CompiledDecoding:
+    """A model's forward compiled for decoding (whole, and layer by layer), and the time the compiling took."""
 
-    def __init__(self, layers: nn.ModuleList, device: torch.device, backend="inductor"):
+    def __init__(self, model: nn.Module, backend="inductor"):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        options = default_backend_options(device) if backend == "inductor" else {}
-        self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in layers]
+        options = default_backend_options(model.device) if backend == "inductor" else {}
+        self.whole = torch.compile(model.run_layers, backend=backend, dynamic=False, **options)
+        self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in model.model.layers]
         self.backend = backend
         self.compile_seconds = 0.0  # the first forward of each new shape: compiling, mostly
         self._shapes: set = set()
 
-    def first_time(self, tokens: torch.Tensor, cache_len: int, skip: Collection[int]) -> bool:
+    def run(self, model: nn.Module, input_ids, positions, seen, parts, skip, logit_index, valid, apply_head):
+        """The model's forward (CausalLM.run_layers) through the compiled graphs."""
+        first = self.first_time(input_ids, parts[0].first.shape, skip)
+        start = time.perf_counter()
+        if skip:
+            out = model.run_layers(self.layers, input_ids, positions, seen, parts, skip, logit_index, valid,
+                                   apply_head=apply_head)
+        else:
+            out = self.whole(model.model.layers, input_ids, positions, seen, parts, (), logit_index, valid,
+                             apply_head=apply_head)
+        if first:
+            self.compile_seconds += time.perf_counter() - start
+        return out
+
+    def first_time(self, tokens: torch.Tensor, cache_shape, skip: Collection[int]) -> bool:
         """Whether a forward of this shape, skipping or not, is the first (it may compile); recorded as met. (Another
         skip set runs the same graphs.)"""
-        key = (tuple(tokens.shape), cache_len, bool(skip))
+        key = (tuple(tokens.shape), tuple(cache_shape), bool(skip))
         if key in self._shapes:
             return False
         self._shapes.add(key)

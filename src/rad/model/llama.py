@@ -8,7 +8,6 @@ so that a checkpoint's state dict loads as it is and saves back in the same layo
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Collection
 from typing import Any, NamedTuple
 
@@ -18,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache, LayerCache
-from rad.model.compiled import CompiledLayers
+from rad.model.compiled import CompiledDecoding
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer
 from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
@@ -183,7 +182,7 @@ class CausalLM(nn.Module):
         self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
         # Training with less memory: each layer's activations are recomputed in the backward pass, not kept.
         self.checkpoint_layers = False
-        self.compiled_decode: CompiledLayers | None = None  # see compile_decoding
+        self.compiled_decode: CompiledDecoding | None = None  # see compile_decoding
 
     @property
     def device(self) -> torch.device:
@@ -224,25 +223,33 @@ class CausalLM(nn.Module):
         head without the logits of every position at once, inside the forward (where a sharded model has the
         head's weight at hand).
         """
+        seen = key_visibility(positions, cache, set(self.config.sliding_windows))
+        # Decoding's forwards (into a cache a prefill has written) run compiled if the model is compiled for it.
+        compiled = self.compiled_decode if cache is not None and not cache.fresh else None
+        parts = None
+        if cache is not None:
+            slots = cache.begin(positions, valid)
+            parts = [cache.layer(i, slots) for i in range(len(self.model.layers))]
+        if compiled is not None:
+            return compiled.run(self, input_ids, positions, seen, parts, skip, logit_index, valid, apply_head)
+        return self.run_layers(self.model.layers, input_ids, positions, seen, parts, skip, logit_index, valid, capture,
+                               apply_head, head_loss)
+
+    def run_layers(self, layers, input_ids, positions, seen: Visibility, parts: list[LayerCache] | None, skip,
+                   logit_index, valid, capture=(), apply_head=True, head_loss=None):  # fmt: skip
+        """The forward's computation, with `layers` as the decoder layers (the model's, or compiled ones) and each
+        layer's part of the cache (`parts`) already picked."""
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
-        seen = key_visibility(positions, cache, set(self.config.sliding_windows))
-        # Decoding's forwards (into a cache a prefill has written) run the compiled layers if there are any.
-        compiled = self.compiled_decode if cache is not None and not cache.fresh else None
-        slots = None if cache is None else cache.begin(positions, valid)
-        first = compiled is not None and compiled.first_time(input_ids, cache.max_len, skip)
-        start = time.perf_counter()
         captured = {}
         recompute = self.checkpoint_layers and torch.is_grad_enabled()
-        for i, layer in enumerate(self.model.layers if compiled is None else compiled.layers):
+        for i, layer in enumerate(layers):
             run = functools.partial(checkpoint, layer, use_reentrant=False) if recompute else layer
-            part = None if cache is None else cache.layer(i, slots)
+            part = None if parts is None else parts[i]
             if i in capture:
                 x, captured[i] = run(x, rotary, seen, part, i in skip, valid, capture=True)
             else:
                 x = run(x, rotary, seen, part, i in skip, valid)
-        if first:
-            compiled.compile_seconds += time.perf_counter() - start
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
         out = self.model.norm(x)
@@ -264,12 +271,12 @@ class CausalLM(nn.Module):
         for layer in self.model.layers:
             layer.compile(backend=backend, dynamic=False)
 
-    def compile_decoding(self, backend: str = "inductor") -> CompiledLayers:
-        """Run decoding's forwards (decode steps, drafts, verifications: not a prefill) through compiled layers
-        (rad.model.compiled); `backend` is torch.compile's. Returns them: their `compile_seconds` says what compiling
-        has cost so far. The decode loops then allocate bucketed caches (rad.model.compiled.cache_slots)."""
+    def compile_decoding(self, backend: str = "inductor") -> CompiledDecoding:
+        """Run decoding's forwards (decode steps, drafts, verifications: not a prefill) compiled (rad.model.compiled);
+        `backend` is torch.compile's. Returns the compiled forwards: their `compile_seconds` says what compiling has
+        cost so far. The decode loops then allocate bucketed caches (rad.model.compiled.cache_slots)."""
         if self.compiled_decode is None or self.compiled_decode.backend != backend:
-            self.compiled_decode = CompiledLayers(self.model.layers, self.device, backend)
+            self.compiled_decode = CompiledDecoding(self, backend)
         return self.compiled_decode
 
     def num_parameters(self) -> int:
