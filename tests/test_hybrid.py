@@ -172,6 +172,26 @@ def test_rollback_restores_the_ssm_state(hybrid):
             cache.rollback(13)  # the prefill recorded only its final state (position 19)
 
 
+def test_a_cache_without_rollback_steps_in_place(hybrid):
+    """ssm_history 1 (plain decoding): decode steps read and write the one slot in place, without the ring's
+    bookkeeping, and give the full forward's logits; it can be emptied but not rolled back."""
+    ids = ids_for()
+    with torch.no_grad():
+        full = hybrid(ids, positions_for(ids))
+        cache = hybrid.new_cache(2, 40, ssm_history=1)
+        hybrid(ids[:, :20], positions_for(ids[:, :20]), cache)
+        cache.advance(20)
+        for t in range(20, 30):
+            logits = hybrid(ids[:, t : t + 1], torch.full((2, 1), t), cache)
+            cache.advance(1)
+            assert max_diff(logits, full[:, t : t + 1]) <= 5e-5
+    cache.rollback(30)  # where it is: nothing to undo
+    with pytest.raises(RadError, match="ssm_history"):
+        cache.rollback(29)
+    cache.rollback(0)
+    assert cache.lengths.tolist() == [0, 0]
+
+
 def _row_cache(model, cache, row):
     """A one-row copy of `cache` (what a batch row sees), so each row can be re-run alone."""
     single = model.new_cache(1, cache.max_len, cache.ssm_history)

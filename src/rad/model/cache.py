@@ -129,6 +129,7 @@ class DecodeCache:
                 self.ssm[i] = torch.zeros(state, device=device, dtype=ssm_dtype)
             # The position whose state each slot holds (-1: none); shared, as every SSM layer records alike.
             self.ring_positions = torch.full(conv[:2], -1, dtype=torch.long, device=device)
+            self._slot_zero = torch.zeros(batch, 1, dtype=torch.long, device=device)
 
     @property
     def batch_size(self) -> int:
@@ -145,6 +146,11 @@ class DecodeCache:
         if not self.ssm:
             return Slots(self._rows, positions)
         per_position = positions.shape[1] <= self.ssm_history  # a Python int: no host sync
+        if self.ssm_history == 1 and per_position and valid is None:
+            # A decode step of plain decoding, which never rolls back: the one slot is read and written in place, and
+            # the ring's bookkeeping is left alone (rollback then only allows the lengths the cache has).
+            return Slots(self._rows, positions, SSMSlots(self._slot_zero, (self.lengths > 0)[:, None], self._slot_zero,
+                                                         per_position))
         read = ((self.lengths - 1) % self.ssm_history)[:, None]
         started = (self.lengths > 0)[:, None]
         recorded = positions
@@ -172,7 +178,11 @@ class DecodeCache:
     def rollback(self, lengths: torch.Tensor | int):
         """Forget every token at or past `lengths` (per row, or one number for all rows)."""
         lengths = torch.minimum(self.lengths, torch.as_tensor(lengths, device=self.lengths.device))
-        if self.ssm:
+        if self.ssm and self.ssm_history == 1:
+            if not bool(((lengths == self.lengths) | (lengths == 0)).all()):
+                raise RadError("cannot roll back the SSM state: this cache keeps only each row's last state "
+                               "(ssm_history 1): it can only be emptied; create it with a larger ssm_history")
+        elif self.ssm:
             # One host sync per rollback (not per decode step): a wrong state would be silent otherwise.
             held = self.ring_positions.gather(1, ((lengths - 1) % self.ssm_history)[:, None])[:, 0]
             if not bool(((lengths == 0) | (held == lengths - 1)).all()):
