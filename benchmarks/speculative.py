@@ -13,7 +13,9 @@ Models: `redundant`, a random Llama whose attention in S is nearly silent (o_pro
 looks for), and, when it is shipped, `demo` on held-out math questions, with the S and K that a small
 sweep finds best (greedy growth of S by rad's modeled speed-up, then the best few timed); the benchmark then
 measures them again, in runs of their own.
-Run: python benchmarks/speculative.py [--reps 5] [--threads 1] [--new-tokens 128]
+`--compile`: rad decodes compiled (CausalLM.compile_decoding, inductor; the warm-up round compiles), its plain decoding
+too, and the sweep's cost model times the compiled forwards; the modeled speed-up of the chosen S and K is printed
+beside the measured one. Run: python benchmarks/speculative.py [--reps 5] [--threads 1] [--new-tokens 128] [--compile]
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def run_transformers(reference, assistant, prompt, new_tokens, counters):
 
 
 def bench(name, folder, reference, skip, prompts, args, draft_len):
-    ours = load_model(folder, device=args.device)
+    ours = load_model(folder, device=args.device, compile=args.compile)
     reference = reference.to(args.device)
     policy = DraftPolicy(draft_len)
     assistant = zeroed_assistant(reference, skip, draft_len)
@@ -130,7 +132,8 @@ def bench(name, folder, reference, skip, prompts, args, draft_len):
           f"transformers assisted {med['hf_tps']:7.1f} tok/s (acceptance {med['hf_acc']:.2f})   "
           f"ratio {med['ratio']:.2f}x (min {min(rows['ratio']):.2f}, max {max(rows['ratio']):.2f})   "
           f"rad vs its plain decoding {med['vs_plain']:.2f}x (decode phase; all prompts together "
-          f"{pooled_speedup(pooled_parts):.2f}x)   outputs = greedy: yes", flush=True)
+          f"{pooled_speedup(pooled_parts):.2f}x; modeled {pooled(ours, prompts, skip, draft_len, args.new_tokens, False):.2f}x)"
+          f"   outputs = greedy: yes", flush=True)
 
 
 def pooled(model, prompts, skip, draft_len, new_tokens, measured: bool) -> float:
@@ -151,7 +154,7 @@ def sweep(folder, prompts, args, most: int = 6, finalists: int = 4) -> tuple[lis
     best (S, K) met and return the fastest. The modeled speed-up narrows the field without a clock, but it
     leaves out what a step costs besides its forwards (bookkeeping, a last step's token past the stop),
     and its best few lie within a few percent of each other on the shipped model, so the clock decides."""
-    model = load_model(folder, device=args.device)
+    model = load_model(folder, device=args.device, compile=args.compile)
     met = {}
     for draft_len in args.sweep_draft_lens:
         skip = []
@@ -185,11 +188,13 @@ def main():
                         help="the values of K the trained model's sweep tries")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="rad decodes compiled (plain decoding too)")
     parser.add_argument("--model", default="demo", help="a trained model folder to sweep and time (default: the shipped demo)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, greedy, K={args.draft_len}, "
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, "
+          f"{'compiled' if args.compile else 'eager'}, greedy, K={args.draft_len}, "
           f"prompt {args.prompt_len}, new {args.new_tokens}, median of {args.reps} x {args.prompts} prompts "
           f"({args.demo_prompts} for the trained model)")
     g = torch.Generator().manual_seed(0)
