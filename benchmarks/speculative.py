@@ -15,7 +15,9 @@ sweep finds best (greedy growth of S by rad's modeled speed-up, then the best fe
 measures them again, in runs of their own.
 `--compile`: rad decodes compiled (CausalLM.compile_decoding, inductor; the warm-up round compiles), its plain decoding
 too, and the sweep's cost model times the compiled forwards; the modeled speed-up of the chosen S and K is printed
-beside the measured one. Run: python benchmarks/speculative.py [--reps 5] [--threads 1] [--new-tokens 128] [--compile]
+beside the measured one. `--set 1,5:4` times that S and K on the trained model instead of sweeping (e.g. the set a
+diagnosis chose), `--no-redundant` leaves the random model out. Run: python benchmarks/speculative.py [--reps 5]
+[--threads 1] [--new-tokens 128] [--compile] [--set S:K] [--no-redundant]
 """
 
 from __future__ import annotations
@@ -176,6 +178,12 @@ def sweep(folder, prompts, args, most: int = 6, finalists: int = 4) -> tuple[lis
     return list(skip), draft_len
 
 
+def parse_set(text: str) -> tuple[list[int], int]:
+    """'1,5:4' -> ([1, 5], 4)."""
+    layers, draft_len = text.split(":")
+    return [int(layer) for layer in layers.split(",")], int(draft_len)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
@@ -189,6 +197,8 @@ def main():
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="rad decodes compiled (plain decoding too)")
+    parser.add_argument("--set", type=parse_set, help="S:K to time on the trained model instead of a sweep, e.g. 1,5:4")
+    parser.add_argument("--no-redundant", action="store_true", help="leave the random redundant model out")
     parser.add_argument("--model", default="demo", help="a trained model folder to sweep and time (default: the shipped demo)")
     args = parser.parse_args()
     if args.threads:
@@ -199,9 +209,11 @@ def main():
           f"({args.demo_prompts} for the trained model)")
     g = torch.Generator().manual_seed(0)
 
-    folder, reference = redundant_model()
-    prompts = [torch.randint(0, REDUNDANT["vocab_size"], (args.prompt_len,), generator=g).tolist() for _ in range(args.prompts)]
-    bench("redundant", folder, reference, REDUNDANT_SKIP, prompts, args, args.draft_len)
+    if not args.no_redundant:
+        folder, reference = redundant_model()
+        prompts = [torch.randint(0, REDUNDANT["vocab_size"], (args.prompt_len,), generator=g).tolist()
+                   for _ in range(args.prompts)]
+        bench("redundant", folder, reference, REDUNDANT_SKIP, prompts, args, args.draft_len)
 
     try:
         folder = resolve_model_dir(args.model)
@@ -212,7 +224,7 @@ def main():
     tokenizer = load_tokenizer(folder)
     # What the demo model was trained for: held-out math questions (the sweep and the timing share them).
     prompts = [encode_prompt(tokenizer, problem.prompt) for problem in math.generate(args.demo_prompts, seed=1, split="test")]
-    skip, draft_len = sweep(folder, prompts, args)
+    skip, draft_len = args.set or sweep(folder, prompts, args)
     bench(folder.name, folder, reference, skip, prompts, args, draft_len)
 
 

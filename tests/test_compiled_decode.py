@@ -6,6 +6,7 @@ runs inductor itself.
 """
 
 import copy
+import json
 import random
 import time
 
@@ -21,6 +22,8 @@ from rad.eval.cost_model import measure_costs
 from rad.model.compiled import cache_slots
 from rad.model.convert import convert
 from rad.model.io import load_model
+from rad.model.llama import CausalLM
+from test_cli import run_cli
 from test_generate import random_prompts
 
 
@@ -145,3 +148,21 @@ def test_cost_model_times_the_compiled_layers(llama):
             times.append(time.perf_counter() - start)
     assert 0.5 < costs.forward(1, skipped=1) / min(times) < 2.0  # wide: other work shares these cores
     assert counter.frame_count == 4  # the draft forward ran the graphs the timing compiled
+
+
+def test_cli_compile_decodes_compiled_and_reports_the_compile_time(capsys, llama_dir, monkeypatch):
+    """`rad generate --compile` (plain and speculative) and `rad bench --compile`: the eager tokens, the compile time
+    reported. (Compiled with the `eager` backend here: dynamo's graphs, run as captured, to keep the test fast.)"""
+    compile_decoding = CausalLM.compile_decoding
+    monkeypatch.setattr(CausalLM, "compile_decoding", lambda self, backend="inductor": compile_decoding(self, "eager"))
+    base = ["generate", str(llama_dir), "--prompt", "w1 w2 w3", "--max-new-tokens", "10", "--json"]
+    plain = json.loads(run_cli(capsys, *base)[1])
+    assert "compile_s" not in plain
+    for extra in ([], ["--speculative", "--skip", "1,3"]):
+        code, out, _ = run_cli(capsys, *base, "--compile", *extra)
+        result = json.loads(out)
+        assert code == 0 and result["tokens"] == plain["tokens"] and result["compile_s"] > 0
+    code, out, _ = run_cli(capsys, "bench", str(llama_dir), "--contexts", "16", "--batch-sizes", "1", "--reps", "1",
+                           "--new-tokens", "4", "--compile", "--json")
+    bench = json.loads(out)
+    assert code == 0 and bench["compiled"] and bench["models"][0]["compile_s"] > 0

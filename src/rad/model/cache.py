@@ -59,9 +59,9 @@ def cache_bytes(config: ModelConfig, batch: int, max_len: int, dtype: torch.dtyp
 class SSMSlots(NamedTuple):
     """The ring slots one forward's SSM layers read their states from and write them to."""
 
-    read: torch.Tensor  # (B, 1): the slot of each row's state after its last position
+    read: torch.Tensor | None  # (B, 1): the slot of each row's state after its last position (None: in place)
     started: torch.Tensor  # (B, 1) bool: the row holds tokens (else its state is zeros)
-    write: torch.Tensor  # (B, T'): the slots for the states recorded (the scratch slot for padding)
+    write: torch.Tensor | None  # (B, T'): the slots for the states recorded, the scratch slot for padding (None: in place)
     per_position: bool  # a state per position (T' = T), else each row's final state (T' = 1)
 
 
@@ -92,16 +92,21 @@ class LayerCache(NamedTuple):
     def ssm_state(self) -> MambaState:
         """Each row's state after its last position (zeros for an empty row)."""
         ring = self.slots.ssm
-        rows = self.slots.rows
-        conv = self.first[rows, ring.read][:, 0] * ring.started[..., None]
-        ssm = self.second[rows, ring.read][:, 0] * ring.started[..., None, None]
-        return MambaState(conv, ssm)
+        if ring.read is None:  # the one slot, read in place: no gather
+            conv, ssm = self.first[:, 0], self.second[:, 0]
+        else:
+            conv, ssm = self.first[self.slots.rows, ring.read][:, 0], self.second[self.slots.rows, ring.read][:, 0]
+        return MambaState(conv * ring.started[..., None], ssm * ring.started[..., None, None])
 
     def ssm_record(self, states: MambaState) -> None:
         """Store a forward's states (a T' dim after the batch) at the slots `begin` chose."""
-        rows, write = self.slots.rows, self.slots.ssm.write
-        self.first[rows, write] = states.conv.to(self.first.dtype)
-        self.second[rows, write] = states.ssm.to(self.second.dtype)
+        write = self.slots.ssm.write
+        if write is None:  # the one slot, overwritten in place: no scatter
+            self.first[:, 0].copy_(states.conv[:, 0])
+            self.second[:, 0].copy_(states.ssm[:, 0])
+            return
+        self.first[self.slots.rows, write] = states.conv.to(self.first.dtype)
+        self.second[self.slots.rows, write] = states.ssm.to(self.second.dtype)
 
 
 class DecodeCache:
@@ -129,7 +134,6 @@ class DecodeCache:
                 self.ssm[i] = torch.zeros(state, device=device, dtype=ssm_dtype)
             # The position whose state each slot holds (-1: none); shared, as every SSM layer records alike.
             self.ring_positions = torch.full(conv[:2], -1, dtype=torch.long, device=device)
-            self._slot_zero = torch.zeros(batch, 1, dtype=torch.long, device=device)
 
     @property
     def batch_size(self) -> int:
@@ -149,8 +153,7 @@ class DecodeCache:
         if self.ssm_history == 1 and per_position and valid is None:
             # A decode step of plain decoding, which never rolls back: the one slot is read and written in place, and
             # the ring's bookkeeping is left alone (rollback then only allows the lengths the cache has).
-            return Slots(self._rows, positions, SSMSlots(self._slot_zero, (self.lengths > 0)[:, None], self._slot_zero,
-                                                         per_position))
+            return Slots(self._rows, positions, SSMSlots(None, (self.lengths > 0)[:, None], None, per_position))
         read = ((self.lengths - 1) % self.ssm_history)[:, None]
         started = (self.lengths > 0)[:, None]
         recorded = positions

@@ -21,8 +21,8 @@ from collections.abc import Collection
 import torch
 from torch import nn
 
-# Graphs per layer code object: kinds (3) x widths (2) x batch sizes x cache buckets, past torch's default of 8,
-# after which torch would silently run the layers eagerly.
+# Graphs per compiled code object (the whole forward's; the decoder layer's, x 3 kinds): widths (1, K + 1) x batch
+# sizes x cache buckets, soon past torch's default of 8, after which torch would silently run them eagerly.
 RECOMPILE_LIMIT = 64
 # Cache slots are rounded up to a multiple of 1/8 of their power of two (at least 64): at most ~12% more slots to read.
 BUCKETS_PER_OCTAVE, SMALLEST_BUCKET = 8, 64

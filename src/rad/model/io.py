@@ -36,8 +36,8 @@ class Placement(Options):
 
     device: str = option("cpu", help="torch device: cpu, cuda, cuda:1, ...")
     dtype: str = option("float32", help="dtype of the weights", choices=tuple(DTYPES))
-    compile: bool = option(False, help="compiled decoding: the decoder layers under torch.compile, faster decode steps "
-                                       "after a one-off compile (seconds per shape; torch keeps it on disk)")
+    compile: bool = option(False, help="compiled decoding: decode steps through torch.compile'd graphs, faster after a "
+                                       "one-off compile (seconds per shape; torch keeps it on disk)")
 
     def load(self, name: str | Path) -> CausalLM:
         return load_model(name, self.device, self.dtype, compile=self.compile)
