@@ -7,7 +7,6 @@ runs inductor itself.
 
 import copy
 import json
-import random
 import time
 
 import pytest
@@ -25,6 +24,7 @@ from rad.model.io import load_model
 from rad.model.llama import CausalLM
 from test_cli import run_cli
 from test_generate import random_prompts
+from test_speculative import random_requests
 
 
 def compiled_copy(model, backend=None):
@@ -57,12 +57,7 @@ def test_compiled_greedy_equals_eager_greedy(tiny_dirs, family):
     """Plain and speculative decoding, random S and K (fixed or adaptive), ragged batches."""
     eager = load_model(tiny_dirs[family][0])
     compiled, counter = compiled_copy(eager)
-    rng = random.Random(family)
-    for trial in range(6):
-        skip = rng.sample(range(4), rng.randint(0, 3))
-        policy = DraftPolicy(draft_len=rng.randint(1, 5), adaptive=rng.random() < 0.3)
-        prompts = random_prompts([rng.randint(1, 40) for _ in range(rng.randint(1, 4))], seed=trial)
-        new = rng.randint(2, 30)
+    for skip, policy, prompts, new in random_requests(family, 6):
         plain = generate(eager, prompts, new).tokens
         assert generate(compiled, prompts, new).tokens == plain
         assert speculative_generate(compiled, prompts, new, skip=skip, policy=policy).tokens == plain, (skip, policy)

@@ -147,15 +147,21 @@ def test_right_padded_batch_decodes_each_row_as_alone(hybrid):
     assert together == [generate(hybrid, [p], max_new_tokens=8).tokens[0] for p in prompts]
 
 
+def prefilled(model, prompt_ids, ssm_history: int):
+    """A 40-slot cache holding the prompts (B, T) (a prefill)."""
+    cache = model.new_cache(prompt_ids.shape[0], 40, ssm_history=ssm_history)
+    model(prompt_ids, positions_for(prompt_ids), cache)
+    cache.advance(prompt_ids.shape[1])
+    return cache
+
+
 def test_rollback_restores_the_ssm_state(hybrid):
     """After a prefill, single-token drafts and a verify block, rolling back to any length in reach and
     re-running the rest gives the full forward's logits; further back is a clear error."""
     ids, other = ids_for(), ids_for(seed=9)
     with torch.no_grad():
         full = hybrid(ids, positions_for(ids))
-        cache = hybrid.new_cache(2, 40, ssm_history=16)
-        hybrid(ids[:, :20], positions_for(ids[:, :20]), cache)
-        cache.advance(20)
+        cache = prefilled(hybrid, ids[:, :20], ssm_history=16)
         for t in range(20, 24):
             hybrid(other[:, t : t + 1], torch.full((2, 1), t), cache)  # a rejected draft
             cache.advance(1)
@@ -178,9 +184,7 @@ def test_a_cache_without_rollback_steps_in_place(hybrid):
     ids = ids_for()
     with torch.no_grad():
         full = hybrid(ids, positions_for(ids))
-        cache = hybrid.new_cache(2, 40, ssm_history=1)
-        hybrid(ids[:, :20], positions_for(ids[:, :20]), cache)
-        cache.advance(20)
+        cache = prefilled(hybrid, ids[:, :20], ssm_history=1)
         for t in range(20, 30):
             logits = hybrid(ids[:, t : t + 1], torch.full((2, 1), t), cache)
             cache.advance(1)

@@ -28,16 +28,21 @@ def llama(llama_dir):
     return load_model(llama_dir)
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3"])
-def test_greedy_equals_plain_greedy_for_random_skip_sets(tiny_dirs, family):
-    """Random S, K (fixed or adaptive), batch sizes, prompt lengths and lengths to generate."""
-    model = load_model(tiny_dirs[family][0])
-    rng = random.Random(family)
-    for trial in range(8):
+def random_requests(seed, trials: int):
+    """(S, K policy, prompts, new tokens) of `trials` requests for a 4-layer model: random S, K (fixed or adaptive),
+    batch sizes, prompt lengths and lengths to generate."""
+    rng = random.Random(seed)
+    for trial in range(trials):
         skip = rng.sample(range(4), rng.randint(0, 4))
         policy = DraftPolicy(draft_len=rng.randint(1, 6), adaptive=rng.random() < 0.3)
         prompts = random_prompts([rng.randint(1, 40) for _ in range(rng.randint(1, 4))], seed=trial)
-        new = rng.randint(1, 30)
+        yield skip, policy, prompts, rng.randint(1, 30)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen3"])
+def test_greedy_equals_plain_greedy_for_random_skip_sets(tiny_dirs, family):
+    model = load_model(tiny_dirs[family][0])
+    for skip, policy, prompts, new in random_requests(family, 8):
         plain = generate(model, prompts, new).tokens
         assert speculative_generate(model, prompts, new, skip=skip, policy=policy).tokens == plain, (skip, policy)
 

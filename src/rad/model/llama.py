@@ -225,7 +225,8 @@ class CausalLM(nn.Module):
         """
         seen = key_visibility(positions, cache, set(self.config.sliding_windows))
         # Decoding's forwards (into a cache a prefill has written) run compiled if the model is compiled for it.
-        compiled = self.compiled_decode if cache is not None and not cache.fresh else None
+        decoding = cache is not None and not cache.fresh and not capture and head_loss is None
+        compiled = self.compiled_decode if decoding else None
         parts = None
         if cache is not None:
             slots = cache.begin(positions, valid)
