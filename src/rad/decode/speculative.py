@@ -119,9 +119,11 @@ class _Speculator:
         verdict, on the host, from one transfer."""
         tokens, draft_lens = draft.tokens, draft.lengths
         width = tokens.shape[1]
-        run = width if self.fixed_width is None else self.fixed_width  # tokens past `width` are never accepted
-        padded = torch.nn.functional.pad(tokens, (0, run - width))
-        logits = self.model(padded, positions[:, :run], cache)[:, :width]  # the caller advances the cache by what is kept
+        if self.fixed_width is None:
+            logits = self.model(tokens, positions[:, :width], cache)  # the caller advances the cache by what is kept
+        else:  # padded to the compiled width: the tokens past `width` are never accepted
+            padded = torch.nn.functional.pad(tokens, (0, self.fixed_width - width))
+            logits = self.model(padded, positions, cache)[:, :width]
         if self.sampling.greedy:
             table = torch.cat([tokens[:, 1:], logits.argmax(-1)], 1).tolist()
             verdicts = []

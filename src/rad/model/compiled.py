@@ -21,11 +21,17 @@ from collections.abc import Collection
 import torch
 from torch import nn
 
-# Graphs per compiled code object (the whole forward's; the decoder layer's, x 3 kinds): widths (1, K + 1) x batch
-# sizes x cache buckets, soon past torch's default of 8, after which torch would silently run them eagerly.
+# torch keeps at most recompile_limit graphs per code object (default 8), after which it silently runs it eagerly.
+# Decoding needs, for the whole forward and for the decoder layer (x 3 kinds): widths (1, K + 1) x batch sizes x cache
+# buckets; distillation (CausalLM.compile_layers) one per layer kind x capture or not x dtype x trainable set.
 RECOMPILE_LIMIT = 64
 # Cache slots are rounded up to a multiple of 1/8 of their power of two (at least 64): at most ~12% more slots to read.
 BUCKETS_PER_OCTAVE, SMALLEST_BUCKET = 8, 64
+
+
+def allow_recompiles() -> None:
+    """Raise torch's graphs-per-code-object limit to RECOMPILE_LIMIT (never lower it)."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
 
 
 def cache_slots(needed: int) -> int:
@@ -45,7 +51,7 @@ class CompiledDecoding:
     """A model's forward compiled for decoding (whole, and layer by layer), and the time the compiling took."""
 
     def __init__(self, model: nn.Module, backend="inductor"):
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        allow_recompiles()
         options = default_backend_options(model.device) if backend == "inductor" else {}
         self.whole = torch.compile(model.run_layers, backend=backend, dynamic=False, **options)
         self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in model.model.layers]

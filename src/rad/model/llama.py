@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache, LayerCache
-from rad.model.compiled import CompiledDecoding
+from rad.model.compiled import CompiledDecoding, allow_recompiles
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer
 from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
@@ -265,10 +265,7 @@ class CausalLM(nn.Module):
         of one kind share a compiled graph (torch inlines module parameters as graph inputs), so a hybrid
         compiles two graphs, not one per layer: on a CPU this compiled in 77 s where the whole model took
         119 s, for the same step time. A change of which parameters train compiles them again."""
-        # Every decoder layer shares one forward code object, and torch keeps at most recompile_limit graphs per
-        # code object: a distillation needs one per layer kind x capture or not x dtype x trainable set (both
-        # models, each stage), past the default 8, after which torch would silently run the layers eagerly.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        allow_recompiles()  # every decoder layer shares one forward code object, and so its graph limit
         for layer in self.model.layers:
             layer.compile(backend=backend, dynamic=False)
 
