@@ -133,7 +133,7 @@ def _forward_at_end(model: CausalLM, batch: int, context: int, width: int):
     which counts as written (its keys are zeros: the time does not depend on them)."""
     device = model.device
     cache = model.new_cache(batch, context)
-    cache.fresh = False  # a decoding forward, not a prefill: compiled layers run it, as they run the decode steps
+    cache.fresh = False  # a decoding forward, not a prefill: it runs compiled, as the decode steps do
     # Contiguous, as the decode loops' positions are: compiled graphs are specialised on strides too.
     positions = (context - width + torch.arange(width, device=device)).expand(batch, -1).contiguous()
     return torch.zeros(batch, width, dtype=torch.long, device=device), positions, cache

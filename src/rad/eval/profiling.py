@@ -43,7 +43,7 @@ def profile_speculative(model: CausalLM, prompts: Sequence[Sequence[int]], max_n
 
 
 def settled(model: CausalLM, run: Callable[[], GenerationOutput]) -> GenerationOutput:
-    """run(), and once more if it met shapes the model's compiled layers had not run (its time was the compiler's)."""
+    """run(), and once more if it met shapes the model's compiled graphs had not run (its time was the compiler's)."""
     compiled = model.compiled_decode
     before = None if compiled is None else compiled.compile_seconds
     output = run()
