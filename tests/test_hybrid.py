@@ -180,7 +180,8 @@ def test_rollback_restores_the_ssm_state(hybrid):
 
 def test_a_cache_without_rollback_steps_in_place(hybrid):
     """ssm_history 1 (plain decoding): decode steps read and write the one slot in place, without the ring's
-    bookkeeping, and give the full forward's logits; it can be emptied but not rolled back."""
+    bookkeeping, and give the full forward's logits; it can be emptied but not rolled back, and an emptied row
+    starts again from a zero state (its first token, a one-token prompt, steps in place too)."""
     ids = ids_for()
     with torch.no_grad():
         full = hybrid(ids, positions_for(ids))
@@ -192,8 +193,13 @@ def test_a_cache_without_rollback_steps_in_place(hybrid):
     cache.rollback(30)  # where it is: nothing to undo
     with pytest.raises(RadError, match="ssm_history"):
         cache.rollback(29)
-    cache.rollback(0)
-    assert cache.lengths.tolist() == [0, 0]
+    cache.rollback(torch.tensor([30, 0]))
+    assert cache.lengths.tolist() == [30, 0]
+    with torch.no_grad():
+        for t in range(3):
+            logits = hybrid(ids[:, t : t + 1], torch.tensor([[30 + t], [t]]), cache)
+            cache.advance(1)
+            assert max_diff(logits[1:], full[1:, t : t + 1]) <= 5e-5
 
 
 def _row_cache(model, cache, row):

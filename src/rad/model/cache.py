@@ -60,7 +60,7 @@ class SSMSlots(NamedTuple):
     """The ring slots one forward's SSM layers read their states from and write them to."""
 
     read: torch.Tensor | None  # (B, 1): the slot of each row's state after its last position (None: in place)
-    started: torch.Tensor  # (B, 1) bool: the row holds tokens (else its state is zeros)
+    started: torch.Tensor | None  # (B, 1) bool: the row holds tokens, else its state is zeros (None: in place)
     write: torch.Tensor | None  # (B, T'): the slots for the states recorded, the scratch slot for padding (None: in place)
     per_position: bool  # a state per position (T' = T), else each row's final state (T' = 1)
 
@@ -92,10 +92,9 @@ class LayerCache(NamedTuple):
     def ssm_state(self) -> MambaState:
         """Each row's state after its last position (zeros for an empty row)."""
         ring = self.slots.ssm
-        if ring.read is None:  # the one slot, read in place: no gather
-            conv, ssm = self.first[:, 0], self.second[:, 0]
-        else:
-            conv, ssm = self.first[self.slots.rows, ring.read][:, 0], self.second[self.slots.rows, ring.read][:, 0]
+        if ring.read is None:  # the one slot, read in place (an empty row's is zeros: see DecodeCache.rollback)
+            return MambaState(self.first[:, 0], self.second[:, 0])
+        conv, ssm = self.first[self.slots.rows, ring.read][:, 0], self.second[self.slots.rows, ring.read][:, 0]
         return MambaState(conv * ring.started[..., None], ssm * ring.started[..., None, None])
 
     def ssm_record(self, states: MambaState) -> None:
@@ -153,7 +152,7 @@ class DecodeCache:
         if self.ssm_history == 1 and per_position and valid is None:
             # A decode step of plain decoding, which never rolls back: the one slot is read and written in place, and
             # the ring's bookkeeping is left alone (rollback then only allows the lengths the cache has).
-            return Slots(self._rows, positions, SSMSlots(None, (self.lengths > 0)[:, None], None, per_position))
+            return Slots(self._rows, positions, SSMSlots(None, None, None, per_position))
         read = ((self.lengths - 1) % self.ssm_history)[:, None]
         started = (self.lengths > 0)[:, None]
         recorded = positions
@@ -185,6 +184,9 @@ class DecodeCache:
             if not bool(((lengths == self.lengths) | (lengths == 0)).all()):
                 raise RadError("cannot roll back the SSM state: this cache keeps only each row's last state "
                                "(ssm_history 1): it can only be emptied; create it with a larger ssm_history")
+            emptied = lengths == 0  # their states are zeroed, as a decode step reads the one slot unmasked
+            for states in (*self.conv.values(), *self.ssm.values()):
+                states[emptied] = 0
         elif self.ssm:
             # One host sync per rollback (not per decode step): a wrong state would be silent otherwise.
             held = self.ring_positions.gather(1, ((lengths - 1) % self.ssm_history)[:, None])[:, 0]
