@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from rad.app.cli import main
 from rad.decode.generate import generate
 from rad.model.convert import convert
+from rad.model.hybrid import MixerSize
 from rad.model.io import load_model
 from tiny_models import FAMILIES, VOCAB
 
@@ -42,7 +43,7 @@ def test_kqvo_core_is_causal_linear_attention(llama_dir):
     """With A -> 0 (no decay), dt = 1, identity conv and D = 0, the scan output before the gated norm is
     y_t = sum_{s<=t} (phi(q_t) . phi(k_s)) phi(v_s) per query head, phi = silu, k/v shared as in GQA."""
     source = load_model(llama_dir).double()
-    hybrid, _ = convert(source, [1], "kqvo", chunk_size=4)
+    hybrid, _ = convert(source, [1], "kqvo", chunk_size=4, size=MixerSize("full"))  # kv: test_mixer_sizes
     mixer, attn = hybrid.model.layers[1].mamba, source.model.layers[1].self_attn
     with torch.no_grad():
         mixer.A_log.fill_(-60.0)  # A = -exp(-60): no decay within float64 rounding
@@ -94,10 +95,12 @@ def test_rad_convert_then_info_and_generate(capsys, llama_dir, real_diagnosis, t
     diagnosis = write_diagnosis(tmp_path / "diagnosis.json", real_diagnosis, {"1": [3], "2": [1, 3]})
     code, out, _ = run_cli(capsys, "convert", source, "--diagnosis", diagnosis, "--k", 2, "--out", tmp_path / "h", "--json")
     result = json.loads(out)
-    assert code == 0 and result["model_type"] == "bamba" and result["layers"] == [1, 3] and result["notes"] == []
+    # The default size, kv: one SSM head per key/value head (2 here), narrower than hidden_size, so rad's own format.
+    assert code == 0 and result["model_type"] == "rad_hybrid" and result["layers"] == [1, 3]
+    assert len(result["notes"]) == 1 and "transformers cannot load" in result["notes"][0]  # and why, and what would
     code, out, _ = run_cli(capsys, "info", tmp_path / "h", "--json")
     info = json.loads(out)
-    assert info["layer_types"] == ["attention", "ssm", "attention", "ssm"] and info["ssm"]["n_heads"] == 4
+    assert info["layer_types"] == ["attention", "ssm", "attention", "ssm"] and info["ssm"]["n_heads"] == 2
     args = ["--prompt", "w1 w2 w3", "--max-new-tokens", 6, "--json"]
     hybrid_tokens = json.loads(run_cli(capsys, "generate", tmp_path / "h", *args)[1])["tokens"]
     draft_tokens = json.loads(run_cli(capsys, "generate", source, *args, "--skip", "1,3")[1])["tokens"]

@@ -9,12 +9,14 @@ import torch
 from rad.decode.generate import generate
 from rad.errors import RadError
 from rad.model.convert import convert
+from rad.model.hybrid import MixerSize
 from rad.model.io import load_model, save_hybrid
 from rad.model.ssd import ssd_states
 from test_ssm import naive_scan, scan_inputs
 from tiny_models import VOCAB
 
 LAYERS = [1, 2]  # layers 0 and 3 keep attention
+FULL = MixerSize("full")  # one SSM head per query head: a size transformers' Bamba can hold
 CHUNK = 8  # small, so the 40-token inputs span several chunks in both implementations
 
 
@@ -29,8 +31,8 @@ def perturbed(model, seed=0):
 
 @pytest.fixture(scope="module")
 def hybrid(llama_dir):
-    """A kqvo-initialised, perturbed hybrid of the tiny Llama (GQA, llama3 rope)."""
-    return perturbed(convert(load_model(llama_dir), LAYERS, "kqvo", chunk_size=CHUNK)[0])
+    """A kqvo-initialised, perturbed hybrid of the tiny Llama (GQA, llama3 rope), full-size mixers (Bamba's layout)."""
+    return perturbed(convert(load_model(llama_dir), LAYERS, "kqvo", chunk_size=CHUNK, size=FULL)[0])
 
 
 def ids_for(batch=2, length=40, seed=1):
@@ -53,7 +55,7 @@ def test_transformers_bamba_reproduces_our_logits(tiny_dirs, hybrid, tmp_path, f
     if (family, init) == ("llama", "kqvo"):
         model = hybrid
     else:
-        model = convert(load_model(tiny_dirs[family][0]), LAYERS, init, chunk_size=CHUNK)[0]
+        model = convert(load_model(tiny_dirs[family][0]), LAYERS, init, chunk_size=CHUNK, size=FULL)[0]
         model = perturbed(model) if init == "kqvo" else model
     assert save_hybrid(model, tmp_path / "h") == "bamba"
     theirs = AutoModelForCausalLM.from_pretrained(str(tmp_path / "h")).eval()

@@ -122,12 +122,12 @@ def test_sizes_that_do_not_fit_are_refused(llama_dir, size, message):
 
 
 def test_a_hybrid_keeps_its_mixers_size(llama_dir):
-    hybrid = hybrid_of(llama_dir, "kv")
-    more = convert(hybrid, [3], "rad")[0]  # no size asked: the hybrid's own
+    hybrid = hybrid_of(llama_dir, "full")
+    more = convert(hybrid, [3], "rad")[0]  # no size asked: the hybrid's own, not the default (kv)
     assert more.model.layers[3].mamba.in_proj.weight.shape == hybrid.model.layers[1].mamba.in_proj.weight.shape
-    assert convert(hybrid, [3], "rad", size=MixerSize("kv"))[0].config.ssm == hybrid.config.ssm
+    assert convert(hybrid, [3], "rad", size=MixerSize("full"))[0].config.ssm == hybrid.config.ssm
     with pytest.raises(RadError, match="mixers have one size already"):
-        convert(hybrid, [3], "rad", size=MixerSize("kv", heads=1))
+        convert(hybrid, [3], "rad", size=MixerSize("full", heads=1))
 
 
 def test_kqvo_refuses_sizes_it_cannot_map(llama_dir):

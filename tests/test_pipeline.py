@@ -68,7 +68,8 @@ def test_reduced_run_writes_every_artifact(task_model, tmp_path):
     layers = diagnosis["results"]["1"]["best_layers"]
     hybrid = json.loads((tmp_path / "distill" / "config.json").read_text())
     assert len(layers) == 1 and summaries["convert"]["layers"] == layers
-    assert hybrid["model_type"] == "bamba" and layers[0] not in hybrid["attn_layer_indices"]
+    types = hybrid["rad_config"]["layer_types"]  # the default (kv) mixers of a grouped-query model: rad's format
+    assert hybrid["model_type"] == "rad_hybrid" and types[layers[0]] == "ssm" and types.count("ssm") == 1
     metrics = [json.loads(line) for line in (tmp_path / "distill" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4]
     evaluation = json.loads((tmp_path / "eval.json").read_text())["models"]

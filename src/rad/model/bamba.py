@@ -89,7 +89,8 @@ def bamba_incompatibility(config: ModelConfig) -> str | None:
     if any(w is not None for w in config.sliding_windows):
         return "its attention uses a sliding window, which Bamba's attention lacks"
     if s.d_inner % config.hidden_size:
-        return f"its mixers' d_inner ({s.d_inner}) is not a whole multiple of hidden_size (Bamba's mamba_expand)"
+        return (f"its mixers' d_inner ({s.d_inner}) is not a whole multiple of hidden_size (Bamba's mamba_expand); "
+                "--mixer full gives mixers as wide as the query heads, which Bamba can hold")
     if (s.norm_group_size or s.d_inner) != s.d_inner:
         return "its mixers normalise per group, while transformers' Bamba normalises over all of d_inner"
     return None

@@ -26,7 +26,7 @@ class MixerSize:
     sizes it: x from V and B from K without repetition). The other fields, when given, override the base:
     `expand` sets d_inner = expand x hidden_size, and head_dim = d_inner / heads."""
 
-    base: str = "full"
+    base: str = "kv"
     heads: int | None = None
     groups: int | None = None
     d_state: int | None = None
