@@ -86,6 +86,7 @@ def test_parts_take_turns_and_unknown_sources_are_refused(llama_dir, tmp_path, s
     assert [tok.decode(ids).startswith("user") for ids, _ in docs] == [True, False, True, False]
     assert all(all(loss) for _, loss in docs[1::2]) and all(0 < sum(loss) < len(loss) for _, loss in docs[::2])
     for spec, message in [("teacher:web:x", "prompts of"), ("teacher:task:nope", "unknown task"),
+                          ("teacher:task:smol:nope", "unknown chat task 'nope'"),
                           ("task:math+web:x", "not understood")]:
         with pytest.raises(RadError, match=message):
             check_data_spec(spec)

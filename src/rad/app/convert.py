@@ -21,9 +21,10 @@ class ConvertConfig(Options):
     init: str = option("rad", help="rad: out_proj <- o_proj, in_proj <- 0 (the draft model exactly); "
                                    "kqvo: x, B, C <- v, k, q", choices=INITS)
     seed: int = seed_option("seed of the freshly initialised mixer parameters")
-    mixer: str = option("kv", help="mixer size: full (one SSM head per query head, as wide as the query heads) or "
-                                     "kv (one per key/value head: fewer weights than the attention it replaces "
-                                     "in a grouped-query model)", choices=MIXER_SIZES)
+    mixer: str = option("kv", help="mixer size: kv (one SSM head per key/value head: fewer weights than the attention "
+                                   "it replaces in a grouped-query model, saved in rad's own format there) or full "
+                                   "(one per query head, as wide as the query heads: a folder transformers loads as "
+                                   "Bamba)", choices=MIXER_SIZES)
     ssm_heads: int | None = option(None, help="SSM heads per mixer (default: the --mixer size's)", low=1)
     ssm_groups: int | None = option(None, help="B/C groups per mixer (default: one per SSM head)", low=1)
     d_state: int | None = option(None, help="SSM state size per head (default: the attention's head_dim)", low=1)

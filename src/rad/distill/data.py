@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from rad.data import code, math, text_set
+from rad.data import chat_tasks, code, math, text_set
 from rad.data.problem import Problem
 from rad.errors import RadError
 from rad.files import read_jsonl
@@ -91,7 +91,10 @@ def check_prompt_source(source: str) -> None:
     """A source the teacher writes completions for."""
     kind, _, rest = source.partition(":")
     if kind == "task" and (rest == "smol" or rest.startswith("smol:")):
-        return  # the chat suite (rad.search.prompts checks the task name)
+        name = rest[len("smol:"):]
+        if rest != "smol" and name not in chat_tasks.CANDIDATES:
+            raise RadError(f"unknown chat task '{name}' in teacher:{source}; the tasks: {', '.join(chat_tasks.CANDIDATES)}")
+        return
     if kind in ("task", "jsonl"):
         return check_task_or_file(source)
     if source != f"text:{text_set.NAME}":
