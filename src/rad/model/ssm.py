@@ -231,13 +231,13 @@ class Mamba2Mixer(nn.Module):
         syncs so it can be compiled / captured in a CUDA graph. `state` is not modified; copy the
         returned tensors into a preallocated cache if you keep one.
         """
+        # Eager, a step is bound by the number of ops it launches (~2-5 us each on a CPU, where the matrix-vector
+        # products of a small mixer take ~100 us): hence vecdot and addcmul where two ops would do.
         z, xbc, dt = self.in_proj(hidden_states[:, 0]).split([self.d_inner, self.conv_dim, self.n_heads], dim=-1)
         window = torch.cat([state.conv[..., 1:], xbc[..., None].to(state.conv.dtype)], dim=-1)
         conv_out = torch.linalg.vecdot(window, self.conv1d.weight[:, 0]) + self.conv1d.bias
         x, B, C = self._split_xbc(F.silu(conv_out))
 
-        # Eager, a step is bound by the number of ops it launches (~2-5 us each on a CPU, where the matrix-vector
-        # products of a small mixer take ~100 us): hence vecdot and addcmul where two ops would do.
         dt = self._dt(dt)  # (b, heads)
         g, r = self.n_groups, self.n_heads // self.n_groups
         # Heads of a group are consecutive: view heads as (groups, r) and broadcast B, C over r.
