@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rad.data.problem import Problem, check_split
+from rad.errors import RadError
 
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 NUMBER = re.compile(r"-?\d+")
@@ -162,6 +163,12 @@ CANDIDATES = {task.name: task for task in [
 ]}
 # Kept for the suite: SmolLM2-135M-Instruct scored >= 30% on 200 held-out problems (docs/results.md).
 SUITE = ("first_in_list", "successor_small", "last_in_list", "copy")
+
+
+def check_name(name: str) -> None:
+    """A RadError for a chat task rad does not have, naming those it has."""
+    if name not in CANDIDATES:
+        raise RadError(f"unknown chat task '{name}'; the tasks: {', '.join(CANDIDATES)}")
 
 
 def split_of(message: str) -> str:

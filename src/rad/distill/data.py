@@ -91,9 +91,8 @@ def check_prompt_source(source: str) -> None:
     """A source the teacher writes completions for."""
     kind, _, rest = source.partition(":")
     if kind == "task" and (rest == "smol" or rest.startswith("smol:")):
-        name = rest[len("smol:"):]
-        if rest != "smol" and name not in chat_tasks.CANDIDATES:
-            raise RadError(f"unknown chat task '{name}' in teacher:{source}; the tasks: {', '.join(chat_tasks.CANDIDATES)}")
+        if rest != "smol":
+            chat_tasks.check_name(rest[len("smol:"):])
         return
     if kind in ("task", "jsonl"):
         return check_task_or_file(source)

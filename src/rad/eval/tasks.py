@@ -42,9 +42,9 @@ def check_task_spec(spec: str) -> None:
         from rad.eval.perplexity import load_texts
 
         load_texts(spec, 1)
-    elif spec.startswith("smol:") and spec[len("smol:"):] not in chat_tasks.CANDIDATES:
-        raise RadError(f"unknown chat task '{spec}'; the tasks: {', '.join(chat_tasks.CANDIDATES)}")
-    elif spec not in (*GENERATED, "humaneval", "smol") and not spec.startswith("smol:"):
+    elif spec.startswith("smol:"):
+        chat_tasks.check_name(spec[len("smol:"):])
+    elif spec not in (*GENERATED, "humaneval", "smol"):
         raise RadError(f"unknown task '{spec}'; choose one of: {', '.join(TASK_NAMES)}")
 
 

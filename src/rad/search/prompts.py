@@ -64,8 +64,8 @@ def _read_jsonl(path: Path) -> list[str]:
 def chat_prompts(name: str | None, n: int, seed: int) -> list[str]:
     """`n` messages of chat task `name`, or of the suite's tasks in turn."""
     names = [name] if name else list(chat_tasks.SUITE)
-    if name is not None and name not in chat_tasks.CANDIDATES:
-        raise RadError(f"unknown chat task '{name}'; the tasks: {', '.join(chat_tasks.CANDIDATES)}")
+    if name is not None:
+        chat_tasks.check_name(name)
     per_task = {t: chat_tasks.generate(t, -(-n // len(names)), seed, split="train") for t in names}
     return [per_task[names[i % len(names)]][i // len(names)].prompt for i in range(n)]
 
