@@ -89,24 +89,27 @@ def check_request(model: CausalLM, prompts: Sequence[Sequence[int]], max_new_tok
     longest = max((len(p) for p in prompts), default=0)
     if not beyond_positions:
         check_positions(model.config, longest, max_new_tokens)
-    check_memory(cache_bytes(model.config, len(prompts), longest + max_new_tokens + extra_slots, model.dtype),
-                 f"a cache for {len(prompts)} rows of {longest + max_new_tokens + extra_slots} tokens",
-                 model.device.type)
+    slots = cache_capacity(model, longest + max_new_tokens + extra_slots)
+    check_memory(cache_bytes(model.config, len(prompts), slots, model.dtype),
+                 f"a cache for {len(prompts)} rows of {slots} tokens", model.device.type)
     stop_tokens = model.config.eos_token_ids if stop_tokens is None else list(stop_tokens)
     return Request(skip, stop_tokens, *pad_prompts(prompts, model.device))
 
 
+def cache_capacity(model: CausalLM, needed: int) -> int:
+    """The slots per row of the cache a decode loop allocates for `needed`: a model compiled for decoding gets the
+    bucket (rad.model.compiled.cache_slots), so that similar prompts share its compiled graphs."""
+    return needed if model.compiled_decode is None else cache_slots(needed)
+
+
 def prefill(model: CausalLM, ids: torch.Tensor, lengths: torch.Tensor, capacity: int, skip: Collection[int] = (),
             ssm_history: int = DEFAULT_SSM_HISTORY) -> tuple[DecodeCache, torch.Tensor]:  # fmt: skip
-    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of at least `capacity` slots per row
-    (SSM layers able to roll back `ssm_history` positions, see rad.model.cache); a model compiled for decoding gets
-    the capacity's bucket (rad.model.compiled.cache_slots), so that similar prompts share its compiled graphs.
+    """Run the prompts (right-padded `ids`, true `lengths`) into a new cache of `cache_capacity(model, capacity)`
+    slots per row (SSM layers able to roll back `ssm_history` positions, see rad.model.cache).
 
     Returns the cache, holding each row's prompt, and the logits (B, vocab) at each row's last prompt token.
     """
-    if model.compiled_decode is not None:
-        capacity = cache_slots(capacity)
-    cache = model.new_cache(ids.shape[0], capacity, ssm_history)
+    cache = model.new_cache(ids.shape[0], cache_capacity(model, capacity), ssm_history)
     positions = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
     logits = model(ids, positions, cache, skip, logit_index=lengths - 1, valid=positions < lengths[:, None])
     cache.advance(lengths)

@@ -18,9 +18,9 @@ At widths between 1 and W costs are linear interpolations.
 
 A model compiled for decoding (rad.model.compiled) is timed as it decodes, where no hook can stamp a sub-layer: whole
 forwards, each its least time over the repetitions. A forward that skips nothing is one graph: c(1) and c(W) are timed
-as they are. A draft forward (one token per row) runs layer by layer: timed with every attention sub-layer skipped
-(r(1): MLPs, SSM mixers and the rest; m is then 0) and with one skipped, whose difference over A - 1 is a(1); the
-draft formula below then holds unchanged.
+as they are. A draft forward (one token per row; one graph for any skip set, see rad.model.compiled) is timed with
+every attention sub-layer skipped (r(1): MLPs, SSM mixers and the rest; m is then 0) and with one skipped, whose
+difference over A - 1 is a(1); the draft formula below then holds unchanged.
 
 With A attention layers among L layers, |S| of them skipped by the draft:
   draft forward    c_d(S) = (A - |S|)·a(1) + L·m(1) + r(1)
@@ -164,7 +164,7 @@ def _time_sublayers(model: CausalLM, batch: int, context: int, width: int) -> Su
 def _time_compiled_forwards(model: CausalLM, batch: int, context: int, width: int) -> SubLayerCosts:
     layers = tuple(model.config.attention_layers)
     attention = len(layers)
-    # (tokens per row, skipped layers); drafts are one token per row, so their layer-by-layer graphs are timed at 1.
+    # (tokens per row, skipped layers); drafts are one token per row, so their graph is timed at 1.
     variants = [(1, ()), (width, ()), (1, layers), (1, layers[:1])]
     inputs = {variant: _forward_at_end(model, batch, context, variant[0]) for variant in variants}
     best = dict.fromkeys(variants, float("inf"))

@@ -89,6 +89,11 @@ class LayerCache(NamedTuple):
         self.second[rows, :, positions] = values.transpose(1, 2)
         return self.first, self.second
 
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values (B, kv_heads, T, D) held at this forward's positions."""
+        rows, positions = self.slots.rows, self.slots.positions
+        return self.first[rows, :, positions].transpose(1, 2), self.second[rows, :, positions].transpose(1, 2)
+
     def ssm_state(self) -> MambaState:
         """Each row's state after its last position (zeros for an empty row)."""
         ring = self.slots.ssm

@@ -2,12 +2,13 @@
 
 A decode step (one token per row), a draft step and a verification (K + 1 tokens per row) run compiled; a prompt's
 prefill stays eager (it is long, so per-op overhead is a small part of it, and its length changes with every prompt).
-Two kinds of graph:
-- a forward that skips nothing (a plain decode step, a verification) is one graph, embedding to logits: the fewest
-  calls and guards per step;
-- a draft forward runs its layers one compiled call each, with the embedding, norm and head around them eager.
-  Layers get their part of the cache as tensors (rad.model.cache.LayerCache), so every layer of one kind runs one
-  graph (attention, attention skipped, SSM), whichever skip set the draft uses: the diagnosis tries many.
+Each is one graph, embedding to logits: the fewest calls and guards per step. Two graphs per shape:
+- a forward that skips nothing (a plain decode step, a verification);
+- a draft forward, whichever layers it skips: each attention layer gets a 0-d bool tensor saying whether it is
+  skipped, and torch.cond picks the branch at run time (DecoderLayer.attention_unless), so a new skip set compiles
+  nothing (the diagnosis tries many). On CUDA a draft runs its layers one compiled call each instead (the layers of
+  one kind share a graph: layers get their part of the cache as tensors, rad.model.cache.LayerCache), with the
+  embedding, norm and head around them eager: inductor keeps a graph with torch.cond out of CUDA graphs.
 Shapes are static (a graph per tokens per row x batch x cache slots), and the decode loops keep them few: the cache's
 slots are rounded up to a bucket (`cache_slots`), so prompts of similar lengths share the graphs, and a verification
 always has K + 1 tokens per row.
@@ -48,30 +49,49 @@ def default_backend_options(device: torch.device) -> dict:
 
 
 class CompiledDecoding:
-    """A model's forward compiled for decoding (whole, and layer by layer), and the time the compiling took."""
+    """A model's forward compiled for decoding, and the time the compiling took."""
 
-    def __init__(self, model: nn.Module, backend="inductor"):
+    def __init__(self, model: nn.Module, backend="inductor", layerwise_drafts: bool | None = None):
+        """`layerwise_drafts`: a draft runs its layers one compiled call each, not as one graph (default: on CUDA,
+        see the module's docstring)."""
         allow_recompiles()
         options = default_backend_options(model.device) if backend == "inductor" else {}
         self.whole = torch.compile(model.run_layers, backend=backend, dynamic=False, **options)
-        self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in model.model.layers]
+        self.layers = None
+        if model.device.type == "cuda" if layerwise_drafts is None else layerwise_drafts:
+            self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in model.model.layers]
         self.backend = backend
         self.compile_seconds = 0.0  # the first forward of each new shape: compiling, mostly
         self._shapes: set = set()
+        self._flags: dict[frozenset, tuple[torch.Tensor, ...]] = {}
 
     def run(self, model: nn.Module, input_ids, positions, seen, parts, skip, logit_index, valid, apply_head):
         """The model's forward (CausalLM.run_layers) through the compiled graphs."""
         first = self.first_time(input_ids, parts[0].first.shape, skip)
         start = time.perf_counter()
-        if skip:
-            out = model.run_layers(self.layers, input_ids, positions, seen, parts, skip, logit_index, valid,
+        layers = model.model.layers
+        if not skip:
+            out = self.whole(layers, input_ids, positions, seen, parts, [False] * len(layers), logit_index, valid,
+                             apply_head=apply_head)
+        elif self.layers is not None:
+            skipped = [i in skip for i in range(len(layers))]
+            out = model.run_layers(self.layers, input_ids, positions, seen, parts, skipped, logit_index, valid,
                                    apply_head=apply_head)
         else:
-            out = self.whole(model.model.layers, input_ids, positions, seen, parts, (), logit_index, valid,
-                             apply_head=apply_head)
+            out = self.whole(layers, input_ids, positions, seen, parts, self.skip_flags(skip, len(layers), model.device),
+                             logit_index, valid, apply_head=apply_head)
         if first:
             self.compile_seconds += time.perf_counter() - start
         return out
+
+    def skip_flags(self, skip: Collection[int], num_layers: int, device) -> tuple[torch.Tensor, ...]:
+        """A draft graph's input: whether each layer's attention is skipped, one 0-d bool tensor per layer (made once
+        per skip set). One tensor each, not one tensor indexed in the graph: inductor's C++ wrapper (torch 2.13) read every
+        torch.cond's predicate from that tensor's first element."""
+        key = frozenset(skip)
+        if key not in self._flags:
+            self._flags[key] = tuple(torch.tensor(i in key, device=device) for i in range(num_layers))
+        return self._flags[key]
 
     def first_time(self, tokens: torch.Tensor, cache_shape, skip: Collection[int]) -> bool:
         """Whether a forward of this shape, skipping or not, is the first (it may compile); recorded as met. (Another

@@ -8,7 +8,7 @@ so that a checkpoint's state dict loads as it is and saves back in the same layo
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -64,7 +64,8 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, rotary, seen: Visibility, cache: LayerCache | None) -> torch.Tensor:
+    def project(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, heads, T, D), keys and values (B, kv_heads, T, D) of `x`, queries and keys rotated."""
         batch, length, _ = x.shape
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim)
@@ -72,16 +73,22 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = rotary
-        q = apply_rotary(q.transpose(1, 2), cos, sin)
-        k = apply_rotary(k.transpose(1, 2), cos, sin)
+        return apply_rotary(q.transpose(1, 2), cos, sin), apply_rotary(k.transpose(1, 2), cos, sin), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The sub-layer's output (B, T, hidden): queries over keys and values (None mask: causal)."""
+        batch, _, length, _ = q.shape
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                             enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+    def forward(self, x, rotary, seen: Visibility, cache: LayerCache | None) -> torch.Tensor:
+        q, k, v = self.project(x, rotary)
         if cache is not None:
             cached = cache.write(k, v)
             if not seen.own_keys:
                 k, v = cached
-        mask = seen.masks[self.window]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                             enable_gqa=self.num_heads != self.num_kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return self.attend(q, k, v, seen.masks[self.window])
 
 
 def attention_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -152,6 +159,8 @@ class DecoderLayer(nn.Module):
         if self.is_ssm:
             mixer_in = self.input_layernorm(x)
             mixed = self.mamba.run(mixer_in, cache, valid)
+        elif isinstance(skip_attention, torch.Tensor):  # a compiled draft's flag (rad.model.compiled)
+            mixed = self.attention_unless(skip_attention, x, rotary, seen, cache)
         elif not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
             mixer_in = self.input_layernorm(x)
             mixed = self.self_attn(mixer_in, rotary, seen, cache)
@@ -159,6 +168,36 @@ class DecoderLayer(nn.Module):
             x = x + mixed
         out = x + self.mlp(self.post_attention_layernorm(x))
         return (out, MixerIO(mixer_in, mixed)) if capture else out
+
+    def attention_unless(self, skip: torch.Tensor, x, rotary, seen: Visibility, cache: LayerCache) -> torch.Tensor:
+        """The attention sub-layer's output into a cache, or zeros where `skip` (a 0-d bool tensor) is set, with
+        torch.cond choosing: one graph for either value, so that a compiled draft is one graph whichever layers it
+        skips. A branch may not write to its inputs, so the cache is written between two conds; a skipped layer
+        writes back the keys and values its slots held (its cache is as a skipped sub-layer leaves it)."""
+        attention = self.self_attn
+
+        def project(x, keys, values):
+            return laid_out_alike(*attention.project(self.input_layernorm(x), rotary))
+
+        def held(x, keys, values):
+            batch, length, _ = x.shape
+            return laid_out_alike(x.new_zeros(batch, attention.num_heads, length, attention.head_dim), *cache.read())
+
+        def attend(q, keys, values):
+            return attention.attend(q, keys, values, seen.masks[attention.window])
+
+        def nothing(q, keys, values):
+            return torch.zeros_like(x)
+
+        q, k, v = torch.cond(skip, held, project, (x, cache.first, cache.second))
+        keys, values = cache.write(k, v)
+        return torch.cond(skip, nothing, attend, (q, keys, values))
+
+
+def laid_out_alike(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Copies with the standard strides: torch.cond's branches must return tensors of the same strides, and a size-1
+    dimension (one token per row) leaves `contiguous()` free to keep any stride. (A token or a few per row: cheap.)"""
+    return tuple(t.clone(memory_format=torch.contiguous_format) for t in tensors)
 
 
 class Decoder(nn.Module):
@@ -233,13 +272,16 @@ class CausalLM(nn.Module):
             parts = [cache.layer(i, slots) for i in range(len(self.model.layers))]
         if compiled is not None:
             return compiled.run(self, input_ids, positions, seen, parts, skip, logit_index, valid, apply_head)
-        return self.run_layers(self.model.layers, input_ids, positions, seen, parts, skip, logit_index, valid, capture,
-                               apply_head, head_loss)
+        skipped = [i in skip for i in range(len(self.model.layers))]
+        return self.run_layers(self.model.layers, input_ids, positions, seen, parts, skipped, logit_index, valid,
+                               capture, apply_head, head_loss)
 
-    def run_layers(self, layers, input_ids, positions, seen: Visibility, parts: list[LayerCache] | None, skip,
-                   logit_index, valid, capture=(), apply_head=True, head_loss=None):  # fmt: skip
-        """The forward's computation, with `layers` as the decoder layers (the model's, or compiled ones) and each
-        layer's part of the cache (`parts`) already picked."""
+    def run_layers(self, layers, input_ids, positions, seen: Visibility, parts: list[LayerCache] | None,
+                   skipped: Sequence[bool | torch.Tensor], logit_index, valid, capture=(), apply_head=True,
+                   head_loss=None):  # fmt: skip
+        """The forward's computation, with `layers` as the decoder layers (the model's, or compiled ones), each
+        layer's part of the cache (`parts`) already picked, and whether each layer's attention is skipped (`skipped`:
+        a bool, or a compiled draft's 0-d bool tensor, see DecoderLayer.attention_unless)."""
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
         captured = {}
@@ -248,9 +290,9 @@ class CausalLM(nn.Module):
             run = functools.partial(checkpoint, layer, use_reentrant=False) if recompute else layer
             part = None if parts is None else parts[i]
             if i in capture:
-                x, captured[i] = run(x, rotary, seen, part, i in skip, valid, capture=True)
+                x, captured[i] = run(x, rotary, seen, part, skipped[i], valid, capture=True)
             else:
-                x = run(x, rotary, seen, part, i in skip, valid)
+                x = run(x, rotary, seen, part, skipped[i], valid)
         if logit_index is not None:
             x = x[torch.arange(x.shape[0], device=x.device), logit_index]
         out = self.model.norm(x)
