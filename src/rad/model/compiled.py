@@ -101,3 +101,35 @@ class CompiledDecoding:
             return False
         self._shapes.add(key)
         return True
+
+
+def attention_unless(layer: nn.Module, skip: torch.Tensor, x, rotary, seen, cache) -> torch.Tensor:
+    """A decoder layer's attention sub-layer output into its part of the cache (rad.model.cache.LayerCache), or zeros
+    where `skip` (a 0-d bool tensor) is set, with torch.cond choosing: one graph for either value, so that a compiled
+    draft is one graph whichever layers it skips. A branch may not write to its inputs, so the cache is written
+    between two conds; a skipped layer writes back the keys and values its slots held (its cache is as a skipped
+    sub-layer leaves it)."""
+    attention = layer.self_attn
+
+    def project(x, keys, values):
+        return laid_out_alike(*attention.project(layer.input_layernorm(x), rotary))
+
+    def held(x, keys, values):
+        batch, length, _ = x.shape
+        return laid_out_alike(x.new_zeros(batch, attention.num_heads, length, attention.head_dim), *cache.read())
+
+    def attend(q, keys, values):
+        return attention.attend(q, keys, values, seen.masks[attention.window])
+
+    def nothing(q, keys, values):
+        return torch.zeros_like(x)
+
+    q, k, v = torch.cond(skip, held, project, (x, cache.first, cache.second))
+    keys, values = cache.write(k, v)
+    return torch.cond(skip, nothing, attend, (q, keys, values))
+
+
+def laid_out_alike(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Copies with the standard strides: torch.cond's branches must return tensors of the same strides, and a size-1
+    dimension (one token per row) leaves `contiguous()` free to keep any stride. (A token or a few per row: cheap.)"""
+    return tuple(t.clone(memory_format=torch.contiguous_format) for t in tensors)

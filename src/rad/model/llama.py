@@ -17,10 +17,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from rad.model.cache import DEFAULT_SSM_HISTORY, DecodeCache, LayerCache
-from rad.model.compiled import CompiledDecoding, allow_recompiles
+from rad.model.compiled import CompiledDecoding, allow_recompiles, attention_unless
 from rad.model.config import ModelConfig
 from rad.model.hybrid import SSMMixer
 from rad.model.rope import apply_rotary, inverse_frequencies, rotary_tables
+from rad.model.visibility import Visibility, key_visibility
 
 
 class RMSNorm(nn.Module):
@@ -91,42 +92,6 @@ class Attention(nn.Module):
         return self.attend(q, k, v, seen.masks[self.window])
 
 
-def attention_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, window: int | None) -> torch.Tensor:
-    """(B, 1, T, S) boolean: a query sees keys at its own or earlier positions (within the window)."""
-    q = query_positions[:, None, :, None]
-    k = key_positions[:, None, None, :]
-    visible = k <= q
-    if window is not None:
-        visible &= k > q - window
-    return visible
-
-
-class Visibility(NamedTuple):
-    """Which keys each query of a forward sees, worked out once per forward and shared by the layers.
-
-    `masks` maps a window size (None: full attention) to a (B, 1, T, S) mask over the keys attention reads.
-    With `own_keys` (every row's positions are 0..T-1, and no cache or a cache no forward has written yet: a
-    prefill, or a training row) the keys a query may see are all in this forward, so attention reads them, not
-    the cache (which it still fills), and full attention needs no mask (None: causal), which lets torch use its
-    fused kernel: half the time of a masked prefill over 2,048 tokens on a CPU.
-    """
-
-    masks: dict
-    own_keys: bool
-
-
-def key_visibility(positions: torch.Tensor, cache: DecodeCache | None, windows: set) -> Visibility:
-    """The positions are read (a host sync) only where they can make a difference: a forward of several tokens
-    into no cache or a fresh one, not a decode step or a verify block; and never in a compiled graph."""
-    length = positions.shape[1]
-    own_keys = (length > 1 and (cache is None or cache.fresh) and not torch.compiler.is_compiling()
-                and torch.equal(positions, torch.arange(length, device=positions.device).expand_as(positions)))
-    if own_keys:
-        return Visibility({w: None if w is None else attention_mask(positions, positions, w) for w in windows}, True)
-    key_positions = positions if cache is None else cache.slots.expand(positions.shape[0], -1)
-    return Visibility({w: attention_mask(positions, key_positions, w) for w in windows}, False)
-
-
 class MixerIO(NamedTuple):
     """A decoder layer's token mixer (attention or SSM), as it ran: its input (after the input norm) and output."""
 
@@ -160,7 +125,7 @@ class DecoderLayer(nn.Module):
             mixer_in = self.input_layernorm(x)
             mixed = self.mamba.run(mixer_in, cache, valid)
         elif isinstance(skip_attention, torch.Tensor):  # a compiled draft's flag (rad.model.compiled)
-            mixed = self.attention_unless(skip_attention, x, rotary, seen, cache)
+            mixed = attention_unless(self, skip_attention, x, rotary, seen, cache)
         elif not skip_attention:  # a skipped attention sub-layer leaves the residual stream as it is
             mixer_in = self.input_layernorm(x)
             mixed = self.self_attn(mixer_in, rotary, seen, cache)
@@ -168,36 +133,6 @@ class DecoderLayer(nn.Module):
             x = x + mixed
         out = x + self.mlp(self.post_attention_layernorm(x))
         return (out, MixerIO(mixer_in, mixed)) if capture else out
-
-    def attention_unless(self, skip: torch.Tensor, x, rotary, seen: Visibility, cache: LayerCache) -> torch.Tensor:
-        """The attention sub-layer's output into a cache, or zeros where `skip` (a 0-d bool tensor) is set, with
-        torch.cond choosing: one graph for either value, so that a compiled draft is one graph whichever layers it
-        skips. A branch may not write to its inputs, so the cache is written between two conds; a skipped layer
-        writes back the keys and values its slots held (its cache is as a skipped sub-layer leaves it)."""
-        attention = self.self_attn
-
-        def project(x, keys, values):
-            return laid_out_alike(*attention.project(self.input_layernorm(x), rotary))
-
-        def held(x, keys, values):
-            batch, length, _ = x.shape
-            return laid_out_alike(x.new_zeros(batch, attention.num_heads, length, attention.head_dim), *cache.read())
-
-        def attend(q, keys, values):
-            return attention.attend(q, keys, values, seen.masks[attention.window])
-
-        def nothing(q, keys, values):
-            return torch.zeros_like(x)
-
-        q, k, v = torch.cond(skip, held, project, (x, cache.first, cache.second))
-        keys, values = cache.write(k, v)
-        return torch.cond(skip, nothing, attend, (q, keys, values))
-
-
-def laid_out_alike(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Copies with the standard strides: torch.cond's branches must return tensors of the same strides, and a size-1
-    dimension (one token per row) leaves `contiguous()` free to keep any stride. (A token or a few per row: cheap.)"""
-    return tuple(t.clone(memory_format=torch.contiguous_format) for t in tensors)
 
 
 class Decoder(nn.Module):
@@ -281,7 +216,7 @@ class CausalLM(nn.Module):
                    head_loss=None):  # fmt: skip
         """The forward's computation, with `layers` as the decoder layers (the model's, or compiled ones), each
         layer's part of the cache (`parts`) already picked, and whether each layer's attention is skipped (`skipped`:
-        a bool, or a compiled draft's 0-d bool tensor, see DecoderLayer.attention_unless)."""
+        a bool, or a compiled draft's 0-d bool tensor, see rad.model.compiled.attention_unless)."""
         x = self.model.embed_tokens(input_ids)
         rotary = rotary_tables(self.inv_freq, positions, x.dtype)
         captured = {}
