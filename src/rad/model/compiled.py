@@ -5,10 +5,11 @@ prefill stays eager (it is long, so per-op overhead is a small part of it, and i
 Each is one graph, embedding to logits: the fewest calls and guards per step. Two graphs per shape:
 - a forward that skips nothing (a plain decode step, a verification);
 - a draft forward, whichever layers it skips: each attention layer gets a 0-d bool tensor saying whether it is
-  skipped, and torch.cond picks the branch at run time (DecoderLayer.attention_unless), so a new skip set compiles
-  nothing (the diagnosis tries many). On CUDA a draft runs its layers one compiled call each instead (the layers of
-  one kind share a graph: layers get their part of the cache as tensors, rad.model.cache.LayerCache), with the
-  embedding, norm and head around them eager: inductor keeps a graph with torch.cond out of CUDA graphs.
+  skipped, and torch.cond picks the branch at run time (`attention_unless`), so a new skip set compiles nothing (the
+  diagnosis tries many). On CUDA a draft runs its layers one compiled call each instead (the layers of one kind share
+  a graph: layers get their part of the cache as tensors, rad.model.cache.LayerCache), with the embedding, norm and
+  head around them eager: inductor (torch 2.13) does not put a torch.cond into a CUDA graph, and reading each
+  predicate on the host would stall every layer (pytorch/pytorch#168911).
 Shapes are static (a graph per tokens per row x batch x cache slots), and the decode loops keep them few: the cache's
 slots are rounded up to a bucket (`cache_slots`), so prompts of similar lengths share the graphs, and a verification
 always has K + 1 tokens per row.
@@ -59,7 +60,8 @@ class CompiledDecoding:
         self.whole = torch.compile(model.run_layers, backend=backend, dynamic=False, **options)
         self.layers = None
         if model.device.type == "cuda" if layerwise_drafts is None else layerwise_drafts:
-            self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options) for layer in model.model.layers]
+            self.layers = [torch.compile(layer, backend=backend, dynamic=False, **options)
+                           for layer in model.model.layers]
         self.backend = backend
         self.compile_seconds = 0.0  # the first forward of each new shape: compiling, mostly
         self._shapes: set = set()
@@ -78,16 +80,16 @@ class CompiledDecoding:
             out = model.run_layers(self.layers, input_ids, positions, seen, parts, skipped, logit_index, valid,
                                    apply_head=apply_head)
         else:
-            out = self.whole(layers, input_ids, positions, seen, parts, self.skip_flags(skip, len(layers), model.device),
-                             logit_index, valid, apply_head=apply_head)
+            flags = self.skip_flags(skip, len(layers), model.device)
+            out = self.whole(layers, input_ids, positions, seen, parts, flags, logit_index, valid, apply_head=apply_head)
         if first:
             self.compile_seconds += time.perf_counter() - start
         return out
 
     def skip_flags(self, skip: Collection[int], num_layers: int, device) -> tuple[torch.Tensor, ...]:
         """A draft graph's input: whether each layer's attention is skipped, one 0-d bool tensor per layer (made once
-        per skip set). One tensor each, not one tensor indexed in the graph: inductor's C++ wrapper (torch 2.13) read every
-        torch.cond's predicate from that tensor's first element."""
+        per skip set). One tensor each, not one tensor indexed in the graph: inductor's C++ wrapper (torch 2.13) read
+        every torch.cond's predicate from that tensor's first element."""
         key = frozenset(skip)
         if key not in self._flags:
             self._flags[key] = tuple(torch.tensor(i in key, device=device) for i in range(num_layers))
