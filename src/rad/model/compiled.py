@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 # torch keeps at most recompile_limit graphs per code object (default 8), after which it silently runs it eagerly.
-# Decoding needs, for the whole forward and for the decoder layer (x 3 kinds): widths (1, K + 1) x batch sizes x cache
-# buckets; distillation (CausalLM.compile_layers) one per layer kind x capture or not x dtype x trainable set.
+# Decoding needs, for the whole forward (plain, and a draft's), and on CUDA for the decoder layer (x 3 kinds): widths
+# (1, K + 1) x batch sizes x cache buckets; distillation (CausalLM.compile_layers) one per layer kind x capture or not x
+# dtype x trainable set.
 RECOMPILE_LIMIT = 64
 # Cache slots are rounded up to a multiple of 1/8 of their power of two (at least 64): at most ~12% more slots to read.
 BUCKETS_PER_OCTAVE, SMALLEST_BUCKET = 8, 64
@@ -66,6 +67,7 @@ class CompiledDecoding:
         self.compile_seconds = 0.0  # the first forward of each new shape: compiling, mostly
         self._shapes: set = set()
         self._flags: dict[frozenset, tuple[torch.Tensor, ...]] = {}
+        self._none_skipped = (False,) * len(model.model.layers)  # a plain forward's: constants in its graph
 
     def run(self, model: nn.Module, input_ids, positions, seen, parts, skip, logit_index, valid, apply_head):
         """The model's forward (CausalLM.run_layers) through the compiled graphs."""
@@ -73,7 +75,7 @@ class CompiledDecoding:
         start = time.perf_counter()
         layers = model.model.layers
         if not skip:
-            out = self.whole(layers, input_ids, positions, seen, parts, [False] * len(layers), logit_index, valid,
+            out = self.whole(layers, input_ids, positions, seen, parts, self._none_skipped, logit_index, valid,
                              apply_head=apply_head)
         elif self.layers is not None:
             skipped = [i in skip for i in range(len(layers))]
